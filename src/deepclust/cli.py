@@ -1,0 +1,64 @@
+"""Command-line entry point: builds the parser from `deepclust.commands.*` and dispatches.
+
+Each sub-command lives in its own module with `register(subparsers)` and `run(args)`;
+this file only wires them together and turns `DeepclustError` into a clean message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from deepclust import __version__
+from deepclust.errors import DeepclustError
+
+# Order here is the order in `deepclust --help`.
+COMMANDS = ["demo", "cluster", "train", "evaluate", "zeroshot", "attention"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepclust",
+        description="Deep image clustering: find meaningful groups in unlabeled images.",
+        epilog="Example: deepclust cluster photos/ --k 10 --out runs/photos",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"deepclust {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"deepclust.commands.{name}")
+        except ModuleNotFoundError as exc:
+            # A command whose module is not there yet is simply not offered.
+            if exc.name == f"deepclust.commands.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+    )
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except DeepclustError as exc:
+        print(f"deepclust: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deepclust: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
