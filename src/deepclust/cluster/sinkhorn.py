@@ -41,8 +41,10 @@ def _sinkhorn(scores: torch.Tensor, epsilon: float, n_iters: int, distributed: b
         raise InvalidInputError(f"scores must be a 2-D tensor (batch B, prototypes K), got shape {tuple(scores.shape)}.")
     if not epsilon > 0:
         raise InvalidInputError(f"epsilon must be > 0, got {epsilon}.")
-    if n_iters < 0:
-        raise InvalidInputError(f"n_iters must be >= 0, got {n_iters}.")
+    if n_iters < 1:
+        # The last step of each iteration normalises the samples; with none the rows would
+        # not be distributions.
+        raise InvalidInputError(f"n_iters must be >= 1, got {n_iters}.")
     s = scores.detach().to(dtype)
     # Global max (over all processes) so every process uses the same constant shift.
     # An empty local batch contributes -inf.
@@ -81,7 +83,7 @@ def sinkhorn_knopp(
         scores: ``(B, K)`` similarities of B samples to K prototypes (SwAV: dot products of
             L2-normalised embeddings and prototypes, so in ``[-1, 1]``). No gradient flows.
         epsilon: entropy regularisation; smaller is closer to hard assignment (SwAV: 0.05).
-        n_iters: Sinkhorn iterations (SwAV: 3). With 0 the result is ``softmax(scores/eps)``.
+        n_iters: Sinkhorn iterations, at least 1 (SwAV: 3).
         world_size_aware: if ``torch.distributed`` is initialised with more than one process,
             all-reduce the sums over samples so the equipartition holds over the global batch.
 
