@@ -173,16 +173,34 @@ def _numpy_reconstruct():
     return np.ndarray.__reduce__(np.zeros(1))[0]
 
 
+def _numpy_frombuffer():
+    # Protocol-5 pickles (CIFAR batches re-saved by Python 3) use numpy's _frombuffer.
+    return np.zeros(1).__reduce_ex__(5)[0]
+
+
+def _latin1_encode(text: str, encoding: str) -> bytes:
+    """Python 3 writes ``bytes`` into protocol-2 pickles as ``_codecs.encode(text, "latin1")``."""
+    if encoding.replace("-", "").lower() != "latin1":
+        raise pickle.UnpicklingError(f"refusing codec {encoding!r}: only latin1 byte strings are allowed")
+    return text.encode("latin1")
+
+
 class ArrayOnlyUnpickler(pickle.Unpickler):
     """Unpickler for the official CIFAR batches: only numpy array/dtype reconstruction is allowed.
 
     Plain containers (dict, list, str, bytes, int) need no globals; the batches contain
-    nothing else. Every other global is refused with ``UnpicklingError``.
+    nothing else. Allowed: numpy's array reconstructors and ``dtype`` (they only allocate and
+    fill memory from the pickled bytes) and ``_codecs.encode`` restricted to latin1 (how
+    Python 3 stores ``bytes`` at protocol 2). Every other global is refused with
+    ``UnpicklingError``, so loading cannot import modules or call arbitrary functions.
     """
 
     _ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
         ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+        ("numpy.core.numeric", "_frombuffer"): _numpy_frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): _numpy_frombuffer,
+        ("_codecs", "encode"): lambda: _latin1_encode,
         ("numpy", "ndarray"): lambda: np.ndarray,
         ("numpy", "dtype"): lambda: np.dtype,
     }
