@@ -1,0 +1,174 @@
+"""`TrainConfig`: every knob of a training run, loaded from a YAML recipe plus overrides.
+
+A recipe (configs/<name>.yaml) is a flat mapping of the fields below, e.g.
+
+    method: dino
+    method_kwargs: {out_dim: 1024, teacher_temp: 0.04}
+    backbone: small_cnn
+    data: digits
+    image_size: 32
+    epochs: 30
+    optimizer: adamw
+    lr: 0.0005          # for a batch of 256; the loop uses lr * global_batch / 256
+
+Overrides come from CLI flags and `--set key=value` (the value is parsed as YAML;
+`method_kwargs.teacher_temp=0.07` sets one entry of a dict field).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deepclust.errors import DeepclustError
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    method: str = "dino"                   # registered name, or "package.module:factory" (factory(cfg) -> Method)
+    method_kwargs: dict[str, Any] = field(default_factory=dict)  # method-specific hyper-parameters
+    backbone: str = "small_cnn"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    k: int = 10                            # number of clusters (heads, k-means, metrics)
+    # data
+    data: str = ""                         # source spec for deepclust.data.store.load_images
+    image_size: int = 32                   # working size S of the store
+    eval_data: str | None = None           # optional separate labelled store for online k-NN
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 64                   # per process
+    optimizer: str = "adamw"               # adamw | sgd | lars
+    lr: float = 5e-4                       # base lr for a batch of 256 (scaled by global batch / 256)
+    min_lr: float = 1e-6                   # final lr of the cosine schedule (not scaled)
+    warmup_epochs: float = 1.0             # linear warm-up from 0 to the scaled lr
+    weight_decay: float = 0.04
+    weight_decay_end: float | None = None  # cosine wd schedule end value (DINO: 0.04 -> 0.4); None = constant
+    momentum: float = 0.9                  # SGD / LARS momentum
+    clip_grad: float = 0.0                 # max global gradient norm; 0 disables
+    amp: str = "auto"                      # auto (bf16 on CUDA if supported, off on CPU) | bf16 | fp16 | off
+    freeze_last_layer_epochs: int | None = None  # None: the method's own default
+    # runtime
+    seed: int = 0
+    device: str = "auto"                   # auto | cpu | cuda
+    num_workers: int = 1                   # background batch-prefetch threads (0: load in the loop)
+    # monitoring and evaluation
+    knn_every: int = 1                     # epochs between online k-NN evaluations (0: never)
+    knn_k: int = 20
+    monitor_samples: int = 2048            # images embedded each epoch for the collapse watch
+    eval_samples: int = 10000              # at most this many images for online k-NN (80/20 split)
+    collapse_check: bool = True            # raise CollapseError when the run collapses
+    log_every: int = 10                    # steps between progress-bar updates
+    tensorboard: bool = False
+
+    # ------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
+        if self.lr <= 0:
+            problems.append(f"lr must be > 0 (got {self.lr})")
+        if self.optimizer.lower() not in ("adamw", "sgd", "lars"):
+            problems.append(f"optimizer must be adamw, sgd or lars (got {self.optimizer!r})")
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            problems.append(f"amp must be auto, bf16, fp16 or off (got {self.amp!r})")
+        if self.k < 1:
+            problems.append(f"k must be >= 1 (got {self.k})")
+        if self.warmup_epochs < 0:
+            problems.append(f"warmup_epochs must be >= 0 (got {self.warmup_epochs})")
+        if problems:
+            raise DeepclustError("invalid training config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise DeepclustError(
+                f"unknown training config key(s) {unknown}; valid keys: {', '.join(sorted(known))} "
+                "(method-specific settings go under method_kwargs)"
+            )
+        return cls(**d)
+
+    @classmethod
+    def load(cls, recipe: str | Path | None = None, overrides: dict[str, Any] | None = None,
+             sets: list[str] | None = None) -> "TrainConfig":
+        """Defaults <- YAML recipe (path or bare name in configs/) <- overrides <- `key=value` sets."""
+        d = cls().to_dict()
+        if recipe:
+            d.update(read_yaml(resolve_config_path(recipe)))
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                d[key] = value
+        for item in sets or []:
+            apply_set(d, item)
+        return cls.from_dict(d)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DeepclustError(f"cannot parse config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DeepclustError(f"config {path} must be a YAML mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def apply_set(d: dict[str, Any], item: str) -> None:
+    """Apply one `key=value` (value parsed as YAML; `a.b=v` sets key b of dict field a)."""
+    if "=" not in item:
+        raise DeepclustError(f"--set expects key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    parts = key.strip().split(".")
+    target = d
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise DeepclustError(f"--set {item!r}: {part!r} is not a mapping")
+    target[parts[-1]] = value
+
+
+def config_dirs() -> list[Path]:
+    """Where bare recipe names are looked up: the installed package's `deepclust/configs`
+    (package data), then the repository's top-level `configs/` (editable installs)."""
+    dirs = []
+    try:
+        pkg = importlib.resources.files("deepclust") / "configs"
+        if pkg.is_dir():
+            dirs.append(Path(str(pkg)))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    repo = Path(__file__).resolve().parents[3] / "configs"
+    if repo.is_dir():
+        dirs.append(repo)
+    return dirs
+
+
+def resolve_config_path(recipe: str | Path) -> Path:
+    """A path to a YAML file, or a bare recipe name such as `digits_dino`."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    for d in config_dirs():
+        if (d / name).is_file():
+            return d / name
+    available = sorted({p.stem for d in config_dirs() for p in d.glob("*.yaml")})
+    raise DeepclustError(
+        f"config {str(recipe)!r} not found: give a YAML path or one of: {', '.join(available) or '(no recipes installed)'}"
+    )
