@@ -40,7 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--model", metavar="DIR|hf:ID", default=None,
                    help="embed with a trained run directory or a pretrained model (overrides --features)")
     p.add_argument("--pca-dim", type=int, default=None, metavar="D",
-                   help="dimensions kept by --features pca (default: 64)")
+                   help="dimensions kept by --features pca (default: 50)")
     p.add_argument("--size", type=int, default=None, metavar="S",
                    help="working image size in pixels (default: chosen from the source, at most 96)")
     p.add_argument("--seed", type=int, default=0, help="random seed for k-means (default: 0)")
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if result.metrics:
         m = result.metrics
         print(f"ACC {m['acc']:.3f}  NMI {m['nmi']:.3f}  ARI {m['ari']:.3f}  "
-              f"(against {m['n_labelled']} known labels)")
+              f"(against {m['n_evaluated']} known labels)")
     for name in ("assignments", "metrics", "skipped", "report"):
         if name in result.files:
             print(f"{name:>11}: {result.files[name]}")

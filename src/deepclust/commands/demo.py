@@ -17,15 +17,19 @@ import numpy as np
 DESCRIPTION = """\
 Run deepclust end to end on built-in data (scikit-learn's 1797 handwritten
 digits, 10 classes): cluster them with PCA features and with raw pixels,
-print ACC/NMI/ARI of both side by side, and write an HTML report."""
+print ACC/NMI/ARI of both side by side, and write an HTML report.
+Takes under a minute on a laptop CPU (most of it drawing the report's map)."""
 
 EPILOG = """\
 Example:
   deepclust demo
-  deepclust demo --out runs/demo && open runs/demo/pca/report.html"""
+  deepclust demo --out runs/demo && open runs/demo/pca/report.html
+  deepclust demo --n-images 500      # a random subset: faster"""
 
 DEMO_SOURCE = "digits"
 DEMO_K = 10
+#: 8x8 digits have 64 pixels; whitening more components than ~10 amplifies pixel noise.
+DEMO_PCA_DIM = 10
 
 
 @dataclass
@@ -33,7 +37,7 @@ class DemoRun:
     name: str            # sub-folder of out_dir and row label
     description: str     # what the row means, for the table
     metrics: dict        # acc, nmi, ari, ... (digits always have labels)
-    seconds: float
+    seconds: float       # features + k-means (the report is not counted)
     out_dir: Path
 
 
@@ -66,14 +70,15 @@ def run_demo(out_dir: str | Path, train: bool = False, *, n_images: int | None =
 
     # (name, description, cluster_store keyword arguments); the first entry is the main run.
     plans = [
-        ("pca", "PCA-64 (whitened) + k-means", dict(features="pca", report=True)),
+        ("pca", f"PCA-{DEMO_PCA_DIM} (whitened) + k-means", dict(features="pca", pca_dim=DEMO_PCA_DIM, report=True)),
         ("raw", "raw pixels + k-means (baseline)", dict(features="raw", report=False)),
     ]
     runs = []
     for name, description, kwargs in plans:
         result = cluster_store(store, k=DEMO_K, out_dir=out / name, progress=progress,
                                title=f"deepclust demo: digits, {description}", **kwargs)
-        runs.append(DemoRun(name, description, result.metrics, result.info["seconds"], result.out_dir))
+        seconds = result.info["seconds_features"] + result.info["seconds_kmeans"]
+        runs.append(DemoRun(name, description, result.metrics, seconds, result.out_dir))
     report = runs[0].out_dir / "report.html"
     table = format_table(runs, len(store.paths))
     return DemoResult(runs=runs, report=report, n_images=len(store.paths), table=table)
@@ -117,12 +122,14 @@ def register(subparsers) -> None:
     )
     p.add_argument("--out", default="runs/demo", metavar="DIR",
                    help="output folder (default: runs/demo)")
+    p.add_argument("--n-images", type=int, default=None, metavar="N",
+                   help="use a fixed random subset of N digits (default: all 1797)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_demo(args.out, progress=not args.quiet)
+    result = run_demo(args.out, n_images=args.n_images, progress=not args.quiet)
     print(result.table, end="")
     print(f"report: {result.report}")
     return 0
