@@ -68,6 +68,8 @@ class TrainConfig:
 
     # ------------------------------------------------------------------------------
     def __post_init__(self) -> None:
+        if isinstance(self.amp, bool):  # YAML reads `amp: off` / `amp: on` as booleans
+            self.amp = "auto" if self.amp else "off"
         self.validate()
 
     def validate(self) -> None:

@@ -91,9 +91,9 @@ def check_collapse(stats: CollapseStats, *, epoch: int, k: int, raise_error: boo
     collapsed_std = stats.rel_std < COLLAPSED_REL_STD
     if collapsed_clusters or collapsed_std:
         what = (
-            f"all images fall into one cluster of the {stats.source}"
-            if collapsed_clusters
-            else f"the embeddings stopped varying (std {stats.emb_std:.2e}, {stats.rel_std:.1e} of a spread-out run)"
+            f"the embeddings stopped varying (std {stats.emb_std:.2e}, {stats.rel_std:.1e} of a spread-out run)"
+            if collapsed_std
+            else f"all images fall into one cluster of the {stats.source}"
         )
         message = (
             f"training collapsed at epoch {epoch + 1}: {what}. The last checkpoint was saved. "
@@ -105,7 +105,7 @@ def check_collapse(stats: CollapseStats, *, epoch: int, k: int, raise_error: boo
             raise CollapseError(message)
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         return
-    if stats.rel_std < WARN_REL_STD or (k > 1 and stats.n_clusters_used < max(2, k // 4)):
+    if stats.rel_std < WARN_REL_STD or (k > 1 and stats.n_clusters_used <= max(1, k // 4)):
         warnings.warn(
             f"epoch {epoch + 1}: the run may be collapsing: {stats.n_clusters_used} of {k} clusters used, "
             f"embedding std {stats.emb_std:.3e} ({stats.rel_std:.2f} of a spread-out run), entropy {stats.entropy:.3f}",
