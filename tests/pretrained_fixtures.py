@@ -118,16 +118,32 @@ def colour_folder(root: Path, n_per_class: int = 6, size: int = 24, seed: int = 
     return root
 
 
+# Built once per test process: the fixtures below are imported into several test modules,
+# and pytest would otherwise build a session fixture once per module that imports it.
+_BUILT: dict[str, Path] = {}
+
+
+def _once(name: str, tmp_path_factory, build) -> Path:
+    if name not in _BUILT:
+        _BUILT[name] = build(tmp_path_factory.mktemp(name))
+    return _BUILT[name]
+
+
 @pytest.fixture(scope="session")
 def tiny_dinov2_dir(tmp_path_factory) -> Path:
-    return build_tiny_dinov2(tmp_path_factory.mktemp("tiny_dinov2"))
+    return _once("tiny_dinov2", tmp_path_factory, build_tiny_dinov2)
 
 
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory) -> Path:
-    return build_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
+    return _once("tiny_clip", tmp_path_factory, build_tiny_clip)
 
 
 @pytest.fixture(scope="session")
 def colour_images_dir(tmp_path_factory) -> Path:
-    return colour_folder(tmp_path_factory.mktemp("colours"))
+    return _once("colours", tmp_path_factory, colour_folder)
+
+
+@pytest.fixture(scope="session")
+def colour_test_images_dir(tmp_path_factory) -> Path:
+    return _once("colours_test", tmp_path_factory, lambda d: colour_folder(d, seed=1))
