@@ -31,7 +31,7 @@ import os
 import pickle
 import tarfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from urllib.error import URLError
@@ -96,7 +96,6 @@ class KnownDataset:
     splits: tuple[str, ...]
     reader: Callable[["KnownDataset", str, dict[str, Path], Path, bool], ArrayData]
     default_split: str = "train"
-    notes: str = field(default="")
 
 
 # --------------------------------------------------------------------------- downloading
