@@ -165,6 +165,9 @@ def test_exif_rotated_jpeg_comes_out_upright(tmp_path):
     top, bottom = out[:8].reshape(-1, 3).mean(0), out[12:].reshape(-1, 3).mean(0)
     assert top[0] > 200 and top[2] < 60  # stored left (red) is now on top
     assert bottom[2] > 200 and bottom[0] < 60
+    square = decode_image(p, 10)  # the store path: draft, then transpose, then centre crop
+    assert square.shape == (10, 10, 3)
+    assert square[0].mean(0)[0] > 150 and square[-1].mean(0)[2] > 150
 
 
 def test_non_square_is_resized_then_center_cropped(tmp_path):
