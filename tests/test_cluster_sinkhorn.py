@@ -69,18 +69,31 @@ def test_rejects_bad_input():
         sinkhorn_knopp(torch.randn(5, 2), n_iters=0)
 
 
-def test_balanced_assign_equalises_sizes():
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_balanced_assign_equalises_sizes(metric):
     rng = np.random.default_rng(0)
     centroids = np.eye(4, dtype=np.float32) * 3
     # 70% of the points sit near centroid 0.
     owner = rng.choice(4, size=400, p=[0.7, 0.1, 0.1, 0.1])
     x = centroids[owner] + rng.normal(scale=1.0, size=(400, 4)).astype(np.float32)
-    nearest_sizes = np.bincount((x @ centroids.T).argmax(1), minlength=4)
-    labels = balanced_assign(x, centroids, epsilon=0.05, n_iters=100)
+    nearest_sizes = np.bincount(((x[:, None] - centroids[None]) ** 2).sum(-1).argmin(1), minlength=4)
+    labels = balanced_assign(1000 * x, 1000 * centroids, epsilon=0.05, n_iters=100, metric=metric)  # scale-free
     sizes = np.bincount(labels, minlength=4)
     assert labels.dtype == np.int64 and sizes.sum() == 400
     assert nearest_sizes.max() > 200  # plain assignment is very unbalanced
     assert np.abs(sizes - 100).max() <= 15
+    # Points keep their own centroid where balance allows: the small clusters' points stay put.
+    small = owner != 0
+    assert (labels[small] == owner[small]).mean() > 0.8
+
+
+def test_balanced_assign_survives_far_outliers():
+    x = np.array([[0.0, 0.0], [0.1, 0.0], [1e4, 1e4], [0.0, 0.1]], dtype=np.float32)
+    labels = balanced_assign(x, np.array([[0.0, 0.0], [1.0, 1.0]], np.float32), metric="euclidean")
+    # Without the per-row shift the outlier's scores underflow to 0 and every code is NaN.
+    assert labels.tolist() == [0, 0, 1, 0]
+    with pytest.raises(InvalidInputError, match="metric"):
+        balanced_assign(x, x[:2], metric="manhattan")
     with pytest.raises(InvalidInputError, match="must match"):
         balanced_assign(x, np.ones((3, 5)))
 

@@ -99,19 +99,34 @@ def sinkhorn_knopp(
 
 
 def balanced_assign(
-    x: np.ndarray, centroids: np.ndarray, epsilon: float = 0.05, n_iters: int = 50
+    x: np.ndarray,
+    centroids: np.ndarray,
+    epsilon: float = 0.05,
+    n_iters: int = 50,
+    *,
+    metric: str = "cosine",
 ) -> np.ndarray:
     """Assign rows of ``x`` to ``centroids`` with near-equal cluster sizes.
 
-    Runs Sinkhorn-Knopp on the cosine similarities (rows and centroids L2-normalised, so
-    scores lie in ``[-1, 1]`` whatever the feature scale) and takes each row's arg-max code.
-    More iterations give sizes closer to ``N/k``; they are near-equal, not exactly equal,
-    because the arg-max rounds soft codes. Single-process (no all-reduce).
+    Runs Sinkhorn-Knopp on row-to-centroid scores and takes each row's arg-max code. Sizes
+    are near-equal, not exactly equal, because the arg-max rounds soft codes; more
+    iterations and a smaller ``epsilon`` bring them closer to ``N/k``. Single-process.
+
+    Scores are scale-free so one ``epsilon`` suits any features:
+
+    * ``metric="cosine"`` (default; spherical k-means, SwAV prototypes): cosine similarity of
+      L2-normalised rows and centroids, in ``[-1, 1]``.
+    * ``metric="euclidean"`` (plain k-means centroids): ``-||x - c||^2 / median(||x - c||^2)``.
+
+    Each row's scores are shifted so its best score is 0. This changes nothing at the
+    Sinkhorn fixed point (a per-sample factor is absorbed by the column scaling) and keeps a
+    far-away row from underflowing to all zeros.
 
     Args:
         x: ``(N, D)`` features. centroids: ``(k, D)``.
         epsilon: entropy regularisation (smaller = closer to the hard balanced optimum).
         n_iters: Sinkhorn iterations.
+        metric: ``"cosine"`` or ``"euclidean"``.
 
     Returns:
         ``(N,)`` int64 labels in ``[0, k)``.
@@ -122,10 +137,17 @@ def balanced_assign(
         raise InvalidInputError(
             f"x has {x.shape[1]} features but centroids have {centroids.shape[1]}; they must match."
         )
-    xt = torch.nn.functional.normalize(torch.from_numpy(x), dim=1)
-    ct = torch.nn.functional.normalize(torch.from_numpy(centroids), dim=1)
-    # Scores are bounded, so float32 cannot overflow after the max shift; it halves the
-    # memory of the (N, k) matrix compared with float64 for large N.
+    xt, ct = torch.from_numpy(x), torch.from_numpy(centroids)
+    if metric == "cosine":
+        scores = torch.nn.functional.normalize(xt, dim=1) @ torch.nn.functional.normalize(ct, dim=1).T
+    elif metric == "euclidean":
+        sq_dist = torch.cdist(xt.double(), ct.double()).pow(2)
+        scores = (-sq_dist / sq_dist.median().clamp_min(1e-12)).float()
+    else:
+        raise InvalidInputError(f"metric must be 'cosine' or 'euclidean', got {metric!r}.")
+    scores = scores - scores.max(dim=1, keepdim=True).values
+    # After the shift nothing can overflow; float32 halves the memory of the (N, k) matrix
+    # for large N, where a last-bit difference cannot change an arg-max that matters.
     dtype = torch.float64 if x.shape[0] * centroids.shape[0] <= 10_000_000 else torch.float32
-    codes = _sinkhorn(xt @ ct.T, float(epsilon), int(n_iters), False, dtype)
+    codes = _sinkhorn(scores, float(epsilon), int(n_iters), False, dtype)
     return codes.argmax(dim=1).numpy().astype(np.int64)

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 _RUNTIME_ARGS = {"store", "spec", "device", "batch_size", "progress"}
 # Packages whose import registers more kinds (trained run directories, Hugging Face models).
 # Imported only when no registered kind matches, so `import deepclust.features` stays light.
-_PROVIDER_PACKAGES = ("deepclust.models.pretrained", "deepclust.train")
+_PROVIDER_PACKAGES = ("deepclust.features.pretrained", "deepclust.models.pretrained", "deepclust.train")
 
 
 @dataclass(frozen=True)
@@ -86,12 +86,17 @@ def _find_kind(spec: str) -> FeatureKind | None:
     return None
 
 
-def _load_providers() -> None:
+def _find_kind_in_providers(spec: str) -> FeatureKind | None:
+    """Import provider packages one at a time until a kind accepts ``spec``."""
     for package in _PROVIDER_PACKAGES:
         # Skip packages that are not part of this installation; import errors inside an
         # existing package are real bugs and propagate.
         if importlib.util.find_spec(package) is not None:
             importlib.import_module(package)
+            kind = _find_kind(spec)
+            if kind is not None:
+                return kind
+    return None
 
 
 def _options(kind: FeatureKind, spec: str, kw: dict[str, Any]) -> dict[str, Any]:
@@ -138,10 +143,7 @@ def extract_features(
     """
     if not isinstance(spec, str) or not spec:
         raise DeepclustError(f"feature spec must be a non-empty string such as 'raw' or 'pca', got {spec!r}.")
-    kind = _find_kind(spec)
-    if kind is None:
-        _load_providers()
-        kind = _find_kind(spec)
+    kind = _find_kind(spec) or _find_kind_in_providers(spec)
     if kind is None:
         raise DeepclustError(
             f"unknown feature spec {spec!r}; valid kinds: {', '.join(feature_kinds())}."
