@@ -9,7 +9,7 @@ Files written into ``out_dir`` (each written to a temporary name, then renamed, 
 never leaves a half-written file behind):
 
 * ``assignments.csv`` -- ``path,cluster`` plus ``label`` (true class name, empty when
-  unknown) when the source has labels, plus ``cluster_name`` when clusters were named.
+  unknown) when the source has labels, plus ``cluster_name`` (best CLIP name) with a namer.
 * ``metrics.json`` -- always ``n_images, n_skipped, k, features, cluster_sizes`` and timings
   (``seconds`` in all, ``seconds_features``, ``seconds_kmeans``); with labels also ``acc,
   acc_many_to_one, nmi, ari, n_clusters_used, n_evaluated`` (images with a known label).
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 #: Feature kinds computed from pixels alone; anything else (a run dir, ``hf:...``) is learned.
 PIXEL_FEATURES = ("raw", "pca")
 DEFAULT_PCA_DIM = 50
+#: Built-in vocabulary used to name clusters when only a namer is given.
+DEFAULT_VOCAB = "common"
 
 
 @dataclass
@@ -51,7 +53,7 @@ class ClusterResult:
     files: dict[str, Path] = field(default_factory=dict)  # "assignments", "metrics", ... -> path
     summary: str = ""                     # the text of summary.txt
     info: dict = field(default_factory=dict)  # the full content of metrics.json
-    cluster_names: list[str] | None = None
+    cluster_names: dict[int, list[tuple[str, float]]] | None = None  # CLIP names, best first
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -92,13 +94,17 @@ def cluster_source(
     pca_dim: int = DEFAULT_PCA_DIM,
     device: str = "auto",
     report: bool = True,
+    namer: str | None = None,
+    vocab: str = DEFAULT_VOCAB,
     progress: bool = True,
 ) -> ClusterResult:
     """Load `source` (folder, ``.npz``, ``digits``, known set) and cluster it into `k` groups.
 
     `model` (a trained run directory or ``hf:<id>``) takes precedence over `features`
     (``raw`` or ``pca``). `spherical=None` means: cosine k-means for learned features,
-    Euclidean for pixels. Raises `DeepclustError` for a bad `k` or an unusable source.
+    Euclidean for pixels. `namer` (``hf:<CLIP id or dir>``) names each cluster with the best
+    entries of `vocab` (built-in name, text file or ``"a,b,c"``; see `deepclust.naming`).
+    Raises `DeepclustError` for a bad `k` or an unusable source.
     """
     from deepclust.data.store import load_images
 
@@ -107,7 +113,7 @@ def cluster_source(
     return cluster_store(
         store, k=k, out_dir=out_dir, features=features, model=model, seed=seed, n_init=n_init,
         spherical=spherical, balanced=balanced, pca_dim=pca_dim, device=device, report=report,
-        progress=progress,
+        namer=namer, vocab=vocab, progress=progress,
     )
 
 
@@ -125,6 +131,8 @@ def cluster_store(
     pca_dim: int = DEFAULT_PCA_DIM,
     device: str = "auto",
     report: bool = True,
+    namer: str | None = None,
+    vocab: str = DEFAULT_VOCAB,
     progress: bool = True,
     title: str | None = None,
 ) -> ClusterResult:
@@ -157,7 +165,12 @@ def cluster_store(
     out.mkdir(parents=True, exist_ok=True)
     labels_true = _known_labels(store)
     metrics = _metrics(labels_true, labels)
-    cluster_names = None  # filled by a namer (CLIP) when one is configured
+    cluster_names = None
+    if namer:
+        from deepclust.naming import name_clusters
+
+        log.info("naming clusters with %s (vocabulary: %s)", namer, vocab)
+        cluster_names = name_clusters(namer, store.images, labels, vocab, top_n=3, progress=progress)
 
     info = {
         **(metrics or {}),
@@ -174,6 +187,10 @@ def cluster_store(
         "seconds_features": round(features_done - start, 3),
         "seconds_kmeans": round(kmeans_done - features_done, 3),
     }
+    if cluster_names:
+        info.update(namer=namer, vocab=vocab if isinstance(vocab, str) else list(vocab),
+                    cluster_names={str(c): [[name, round(float(score), 4)] for name, score in names]
+                                   for c, names in sorted(cluster_names.items())})
     summary = format_summary(labels, labels_true, store.class_names, cluster_names)
     files = {
         "assignments": _write_assignments(out / "assignments.csv", store, labels, cluster_names),
@@ -197,15 +214,16 @@ def cluster_store(
 
 
 def format_summary(labels_pred: np.ndarray, labels_true: np.ndarray | None,
-                   class_names: list[str] | None, cluster_names: list[str] | None = None) -> str:
+                   class_names: list[str] | None,
+                   cluster_names: dict[int, list[tuple[str, float]]] | None = None) -> str:
     """One line per cluster, largest first: size, purity and majority class (when labels are known)."""
     from deepclust.report.stats import summarize_clusters
 
     lines = []
     for s in summarize_clusters(labels_pred, labels_true):
         line = f"cluster {s.cluster:>3}: {s.size:>6} images"
-        if cluster_names:
-            line += f"  [{cluster_names[s.cluster]}]"
+        if cluster_names and cluster_names.get(s.cluster):
+            line += "  [" + ", ".join(f"{name} {score:.2f}" for name, score in cluster_names[s.cluster]) + "]"
         if s.purity is not None:
             line += f"  purity {s.purity:.2f}  majority {_class_name(s.majority_class, class_names)}"
         lines.append(line)
@@ -243,7 +261,8 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
-def _write_assignments(path: Path, store, labels: np.ndarray, cluster_names: list[str] | None) -> Path:
+def _write_assignments(path: Path, store, labels: np.ndarray,
+                       cluster_names: dict[int, list[tuple[str, float]]] | None) -> Path:
     labels_true = store.labels
     header = ["path", "cluster"]
     if labels_true is not None:
@@ -256,7 +275,8 @@ def _write_assignments(path: Path, store, labels: np.ndarray, cluster_names: lis
         if labels_true is not None:
             row.append(_class_name(int(labels_true[i]), store.class_names))
         if cluster_names:
-            row.append(cluster_names[int(cluster)])
+            names = cluster_names.get(int(cluster))
+            row.append(names[0][0] if names else "")  # the best name only; all are in metrics.json
         rows.append(row)
     return _atomic_write_csv(path, header, rows)
 

@@ -15,13 +15,16 @@ Group the images of SOURCE into K clusters and write the result to DIR:
 
 SOURCE is a folder of images (class sub-folders are used for evaluation only),
 an .npz file, `digits`, or a known data set name (cifar10, cifar10:test, ...).
-Features are raw pixels or PCA of them, or those of a model (--model)."""
+Features are raw pixels or PCA of them, or those of a model (--model);
+--namer gives each cluster names from a vocabulary with CLIP."""
 
 EPILOG = """\
 Example:
   deepclust cluster photos/ --k 10 --out runs/photos
   deepclust cluster digits --k 10 --features pca --out runs/digits
-  deepclust cluster photos/ --k 20 --model runs/dino-photos --balanced --out runs/photos-dino"""
+  deepclust cluster photos/ --k 20 --model runs/dino-photos --balanced --out runs/photos-dino
+  deepclust cluster photos/ --k 10 --model hf:facebook/dinov2-small \\
+      --namer hf:openai/clip-vit-base-patch32 --vocab common --out runs/photos-named"""
 
 
 def register(subparsers) -> None:
@@ -48,6 +51,11 @@ def register(subparsers) -> None:
                    help="k-means restarts; the best is kept (default: 10)")
     p.add_argument("--balanced", action="store_true",
                    help="force clusters of near-equal size (Sinkhorn assignment to the centroids)")
+    p.add_argument("--namer", metavar="hf:ID", default=None,
+                   help="name each cluster with a CLIP model, e.g. hf:openai/clip-vit-base-patch32")
+    p.add_argument("--vocab", metavar="NAME|FILE", default=None,
+                   help="names to choose from with --namer: cifar10, cifar100, common (default), "
+                        "a text file with one name per line, or 'cat,dog,car'")
     p.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -55,7 +63,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepclust.pipeline import DEFAULT_PCA_DIM, cluster_source
+    from deepclust.errors import DeepclustError
+    from deepclust.pipeline import DEFAULT_PCA_DIM, DEFAULT_VOCAB, cluster_source
+
+    if args.vocab and not args.namer:
+        raise DeepclustError("--vocab only has an effect with --namer hf:<CLIP model>; add --namer or drop --vocab.")
 
     result = cluster_source(
         args.source,
@@ -70,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         pca_dim=args.pca_dim or DEFAULT_PCA_DIM,
         device=args.device,
         report=args.report,
+        namer=args.namer,
+        vocab=args.vocab or DEFAULT_VOCAB,
         progress=not args.quiet,
     )
     info = result.info
