@@ -73,7 +73,13 @@ def resolve_embedding_method(method: str) -> str:
 
 
 def project_2d(
-    embeddings: np.ndarray, *, method: str = "auto", max_points: int = 2000, seed: int = 0
+    embeddings: np.ndarray,
+    *,
+    method: str = "auto",
+    max_points: int = 2000,
+    seed: int = 0,
+    tsne_iters: int = 500,
+    n_threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Project embeddings to 2-D for display.
 
@@ -87,6 +93,9 @@ def project_2d(
         method: ``auto``, ``umap``, ``tsne`` or ``pca``.
         max_points: subsample size.
         seed: seed for the subsample and the projection.
+        tsne_iters: t-SNE optimisation steps (250 of them early exaggeration); 500 gives a
+            settled map for display at half the cost of scikit-learn's default 1000.
+        n_threads: threads for t-SNE (see the comment at the call for why 1 by default).
 
     Returns:
         ``coords`` ``(M, 2)`` float32 and ``index`` ``(M,)`` int64 rows of ``embeddings`` used.
@@ -125,11 +134,18 @@ def project_2d(
         coords = reducer.fit_transform(x)
     else:
         from sklearn.manifold import TSNE
+        from threadpoolctl import threadpool_limits
 
         perplexity = float(min(30.0, max(1.0, (n - 1) / 3.0)))
-        coords = TSNE(
-            n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed
-        ).fit_transform(x)
+        tsne = TSNE(
+            n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
+            max_iter=tsne_iters, random_state=seed, n_jobs=n_threads,
+        )
+        # The Barnes-Hut gradient is OpenMP code; on a busy machine (a report made beside a
+        # training run) spinning OpenMP threads made it 5-6x slower than one thread
+        # (measured: 2000 points, 102 s with 2 threads vs 16 s with 1 on a loaded 2-core box).
+        with threadpool_limits(limits=n_threads):
+            coords = tsne.fit_transform(x)
     return np.asarray(coords, dtype=np.float32), index.astype(np.int64)
 
 
