@@ -335,3 +335,30 @@ def test_plot_training_curves(tmp_path):
     (tmp_path / "only_x.csv").write_text("epoch,step\n0,1\n")
     with pytest.raises(DataError, match="no numeric column"):
         plot_training_curves(tmp_path / "only_x.csv", tmp_path / "x.png")
+
+
+def test_auto_map_uses_umap_when_installed(monkeypatch):
+    """umap-learn is optional (not installed here): a stand-in module checks the dispatch."""
+    import importlib.machinery
+    import sys
+    import types
+
+    calls = {}
+
+    class FakeUMAP:
+        def __init__(self, **kwargs):
+            calls.update(kwargs)
+
+        def fit_transform(self, x):
+            calls["shape"] = x.shape
+            return x[:, :2] * 2.0
+
+    fake = types.ModuleType("umap")
+    fake.__spec__ = importlib.machinery.ModuleSpec("umap", None)
+    fake.UMAP = FakeUMAP
+    monkeypatch.setitem(sys.modules, "umap", fake)
+    x = np.random.default_rng(0).normal(size=(30, 80)).astype(np.float32)
+    coords, index = project_2d(x, method="auto", seed=5)
+    assert calls["random_state"] == 5 and calls["n_components"] == 2
+    assert calls["shape"] == (30, 30)  # PCA to min(50, n) dimensions first
+    assert coords.shape == (30, 2) and index.tolist() == list(range(30))

@@ -47,7 +47,8 @@ td.num { text-align:right; font-variant-numeric:tabular-nums; }
 details { margin-top:8px; } summary { cursor:pointer; color:var(--accent); }
 details table { display:table; font-size:12px; }
 .plots { display:grid; grid-template-columns:repeat(auto-fill, minmax(480px, 1fr)); gap:16px 24px; align-items:start; }
-.plots figure { margin:0; } .plots img { width:100%; max-width:720px; height:auto; border:1px solid var(--line); }
+.plots figure { margin:0; } .plots figure.wide { grid-column:1 / -1; }
+.plots img { max-width:100%; height:auto; border:1px solid var(--line); }
 figcaption { color:var(--muted); font-size:12px; margin-top:2px; }
 nav.toc { margin:0 0 18px; line-height:2; }
 nav.toc a { display:inline-block; margin:0 6px 0 0; padding:0 8px; border:1px solid var(--line); border-radius:12px;
@@ -58,7 +59,7 @@ nav.toc a { display:inline-block; margin:0 6px 0 0; padding:0 8px; border:1px so
 .names li { background:#e8effc; border-radius:10px; padding:1px 9px; font-size:12px; }
 .names .score { color:var(--muted); margin-left:4px; }
 .extras { display:flex; flex-wrap:wrap; gap:10px; margin:0 0 8px; }
-.extras figure { margin:0; } .extras img { max-width:240px; height:auto; border:1px solid var(--line); }
+.extras figure { margin:0; } .extras img { max-width:360px; height:auto; image-rendering:pixelated; border:1px solid var(--line); }
 .thumbs { display:flex; flex-wrap:wrap; gap:4px; }
 .thumbs img { width:64px; height:64px; object-fit:contain; image-rendering:pixelated; background:#000;
        border-radius:2px; }
@@ -79,6 +80,13 @@ def _fmt(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         return f"{float(value):.4f}"
     return str(value)
+
+
+def _score(value: Any) -> str:
+    try:
+        return f"{float(value):.2f}"
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def _validate(images, labels_pred, paths, embeddings, labels_true) -> tuple[np.ndarray, ...]:
@@ -113,9 +121,17 @@ def _class_name(class_id: int, class_names: Sequence[str] | None) -> str:
     return str(class_id)
 
 
+def _png_width(png: bytes) -> int:
+    """Pixel width from the PNG header (IHDR is always the first chunk)."""
+    return int.from_bytes(png[16:20], "big")
+
+
 def _figure(png: bytes, caption: str, element_id: str) -> str:
+    # Plots wider than half the page (many clusters) get a row of their own, so their
+    # labels are not shrunk to fit a half-width cell.
+    wide = ' class="wide"' if _png_width(png) > 760 else ""
     return (
-        f'<figure id="{element_id}"><img src="{png_data_uri(png)}" alt="{_esc(caption)}">'
+        f'<figure id="{element_id}"{wide}><img src="{png_data_uri(png)}" alt="{_esc(caption)}">'
         f"<figcaption>{_esc(caption)}</figcaption></figure>"
     )
 
@@ -212,7 +228,7 @@ def _cluster_html(
         )
     if names:
         parts.append('<ul class="names">')
-        parts += [f'<li>{_esc(n)}<span class="score">{_esc(_fmt(s))}</span></li>' for n, s in names]
+        parts += [f'<li>{_esc(n)}<span class="score">{_esc(_score(s))}</span></li>' for n, s in names]
         parts.append("</ul>")
     if extras:
         parts.append('<div class="extras">')
