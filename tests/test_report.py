@@ -130,11 +130,13 @@ def thumbs_of(section: Node) -> list[Node]:
 
 def test_report_structure_with_labels_and_embeddings(tmp_path):
     images, labels_pred, labels_true, embeddings, paths = make_data()
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,step,loss\n0,1,2.0\n0,2,1.5\n")
     out = write_report(
         tmp_path / "r", images=images, labels_pred=labels_pred, paths=paths, embeddings=embeddings,
         labels_true=labels_true, class_names=["zero", "one", "two"],
         metrics={"acc": 0.9, "nmi": 0.8123456, "ari": 0.7}, max_thumbs_per_cluster=8,
-        embedding_method="pca", skipped=[("bad.jpg", "cannot decode")],
+        embedding_method="pca", skipped=[("bad.jpg", "cannot decode")], training_log=log,
     )
     assert out == tmp_path / "r" / "report.html"
     root = parse(out.read_text(encoding="utf-8"))
@@ -152,7 +154,7 @@ def test_report_structure_with_labels_and_embeddings(tmp_path):
     assert all_imgs and all(img.attrs["src"].startswith("data:image/png;base64,") for img in all_imgs)
     assert not root.find_all("link") and not root.find_all("script")
 
-    for element_id in ("plot-sizes", "plot-confusion", "plot-map-clusters", "plot-map-classes", "metrics"):
+    for element_id in ("plot-sizes", "plot-confusion", "plot-map-clusters", "plot-map-classes", "plot-training", "metrics"):
         assert root.by_id(element_id) is not None, element_id
     metric_cells = {r.find_all("th")[0].text: r.find_all("td")[0].text for r in root.by_id("metrics").find_all("tr")[1:]}
     assert metric_cells == {"acc": "0.9000", "nmi": "0.8123", "ari": "0.7000"}
@@ -186,6 +188,7 @@ def test_report_without_labels_or_embeddings(tmp_path):
     assert root.by_id("plot-confusion") is None
     assert root.by_id("plot-map-clusters") is None and root.by_id("plot-map-classes") is None
     assert root.by_id("plot-sizes") is not None
+    assert root.by_id("plot-training") is None and root.by_id("metrics") is None and root.by_id("skipped") is None
     sections = cluster_sections(root)
     assert all("data-purity" not in s.attrs for s in sections)
     # Without embeddings the first members (in index order) are shown.

@@ -158,7 +158,9 @@ def _summary_html(n_images, summaries, skipped, metrics) -> str:
     return "".join(parts)
 
 
-def _plots_html(summaries, labels_pred, labels_true, class_names, embeddings, method, max_points, seed) -> str:
+def _plots_html(
+    summaries, labels_pred, labels_true, class_names, embeddings, method, max_points, seed, training_log
+) -> str:
     figures = [
         _figure(
             plots.plot_cluster_sizes([s.size for s in summaries], [str(s.cluster) for s in summaries]),
@@ -201,6 +203,10 @@ def _plots_html(summaries, labels_pred, labels_true, class_names, embeddings, me
                     "plot-map-classes",
                 )
             )
+    if training_log is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            curves = plots.plot_training_curves(training_log, Path(tmp) / "curves.png").read_bytes()
+        figures.append(_figure(curves, "Training curves (log.csv)", "plot-training"))
     return '<section class="card plots" id="plots">' + "".join(figures) + "</section>"
 
 
@@ -275,6 +281,7 @@ def write_report(
     max_map_points: int = 2000,
     seed: int = 0,
     progress: bool = False,
+    training_log: str | Path | None = None,
 ) -> Path:
     """Write ``out_dir/report.html``, a self-contained gallery of a clustering; return its path.
 
@@ -299,6 +306,7 @@ def write_report(
         max_map_points: points in the 2-D map at most (random subset, seeded).
         seed: seed of the map's subsample and projection.
         progress: show a progress bar while the cluster sections are built.
+        training_log: a run's ``log.csv``; adds its training curves to the plots.
     """
     images = images if isinstance(images, np.ndarray) else np.asarray(images)
     labels_pred, embeddings, labels_true = _validate(images, labels_pred, paths, embeddings, labels_true)
@@ -312,7 +320,10 @@ def write_report(
 
     body = [f"<h1>{_esc(title)}</h1>", _summary_html(labels_pred.size, summaries, skipped, dict(metrics or {}))]
     body.append(
-        _plots_html(summaries, labels_pred, labels_true, class_names, embeddings, embedding_method, max_map_points, seed)
+        _plots_html(
+            summaries, labels_pred, labels_true, class_names, embeddings,
+            embedding_method, max_map_points, seed, training_log,
+        )
     )
     body.append('<nav class="toc" id="toc">clusters: ')
     body += [f'<a href="#cluster-{s.cluster}">{s.cluster} ({s.size})</a>' for s in summaries]
