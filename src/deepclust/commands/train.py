@@ -1,0 +1,111 @@
+"""``deepclust train``: self-supervised training of a clustering method on a source of images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+DESCRIPTION = """\
+Train a self-supervised clustering method (DeepCluster, SwAV, DINO) on the images of SOURCE,
+then cluster them with the trained backbone. DIR receives:
+
+  config.json, model.safetensors, optimizer.safetensors, state.json   checkpoint (every epoch)
+  log.csv          one row per epoch: loss, lr, images/s, collapse watch, online k-NN accuracy
+  assignments.csv  path, cluster (k-means with K clusters on the trained features)
+  metrics.json     ACC/NMI/ARI and k-NN accuracy when the source has class sub-folders
+
+Settings come from defaults <- the recipe (--config, a YAML path or a name in configs/)
+<- the flags below <- --set key=value (any TrainConfig field; method_kwargs.NAME=value for a
+method hyper-parameter). --lr is the base rate for a batch of 256 images: the run uses
+lr x global batch / 256. --resume continues DIR exactly where its last epoch checkpoint
+left off (its config.json is used unless you pass --config/--method).
+
+Several GPUs or processes: torchrun --nproc_per_node=2 -m deepclust train ... (DDP)."""
+
+EPILOG = """\
+Example:
+  deepclust train --method dino --data digits --out runs/digits-dino --epochs 30 --k 10
+  deepclust train --config digits_dino --data digits --out runs/dd --set method_kwargs.teacher_temp=0.05
+  deepclust train --out runs/dd --resume --epochs 60
+  deepclust cluster digits --k 10 --model runs/dd --out runs/dd-clusters"""
+
+log = logging.getLogger("deepclust.train")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train DeepCluster / SwAV / DINO on a source of images",
+                              description=DESCRIPTION, epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", default=None, metavar="NAME",
+                   help="deepcluster, swav, dino (or package.module:factory for a custom method)")
+    p.add_argument("--data", default=None, metavar="SOURCE",
+                   help="folder, .npz file, 'digits' or a known data set (cifar10, ...)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory (created if missing)")
+    p.add_argument("--config", default=None, metavar="YAML|NAME", help="recipe: a YAML file or a name in configs/")
+    p.add_argument("--epochs", type=int, default=None, metavar="N")
+    p.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B", help="images per step and process")
+    p.add_argument("--lr", type=float, default=None, help="base learning rate for a batch of 256")
+    p.add_argument("--backbone", default=None, metavar="NAME", help="small_cnn, resnet18, vit_tiny, ...")
+    p.add_argument("--k", type=int, default=None, metavar="K", help="number of clusters")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    p.add_argument("--size", type=int, default=None, metavar="S", help="working image size in pixels")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set optimizer=lars --set method_kwargs.epsilon=0.03")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.set_defaults(run=run)
+
+
+def build_config(args: argparse.Namespace):
+    from deepclust.errors import DeepclustError
+    from deepclust.train.config import TrainConfig
+
+    overrides = {"method": args.method, "data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
+                 "lr": args.lr, "backbone": args.backbone, "k": args.k, "device": args.device,
+                 "image_size": args.size, "seed": args.seed}
+    saved = Path(args.out) / "config.json"
+    if args.resume and saved.is_file() and not args.config and not args.method:
+        base = json.loads(saved.read_text())
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        cfg = TrainConfig.load(overrides=base, sets=args.sets)
+    else:
+        if not args.config and not args.method:
+            raise DeepclustError("say what to train: --method deepcluster|swav|dino or --config RECIPE")
+        cfg = TrainConfig.load(args.config, overrides=overrides, sets=args.sets)
+    if not cfg.data:
+        raise DeepclustError("no images to train on: pass --data SOURCE (a folder, .npz, 'digits', cifar10, ...)")
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepclust.data.store import load_images
+    from deepclust.train.builder import load_trained_method
+    from deepclust.train.distributed import barrier, cleanup, get_rank, init_from_env
+    from deepclust.train.finalize import finalize_run, format_summary
+    from deepclust.train.loop import train
+
+    cfg = build_config(args)
+    device = init_from_env(cfg.device)
+    rank = get_rank()
+    show = args.progress and rank == 0
+    try:
+        # rank 0 decodes the source into the cache first; the others then open the cached store
+        store = eval_store = None
+        for turn in (0, 1):
+            if (rank == 0) == (turn == 0):
+                store = load_images(cfg.data, size=cfg.image_size, progress=show)
+                eval_store = load_images(cfg.eval_data, size=store.images.shape[1], progress=show) if cfg.eval_data else None
+            barrier()
+        out = train(cfg, store, args.out, resume=args.resume, progress=show, eval_store=eval_store)
+        if rank == 0:
+            method, trained_cfg = load_trained_method(out, device=str(device))
+            metrics = finalize_run(method, store, out, trained_cfg, device=device, progress=show)
+            print(f"trained {cfg.method} on {cfg.data} -> {out}")
+            print(format_summary(metrics))
+        barrier()
+    finally:
+        cleanup()
+    return 0
