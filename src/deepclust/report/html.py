@@ -347,8 +347,12 @@ def write_report(
     target = out_dir / "report.html"
     # Write to a temporary name and rename, so a reader never sees half a page.
     fd, tmp_name = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=out_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(page)
-    os.chmod(tmp_name, 0o644)  # mkstemp makes it owner-only; a report is meant to be shared
-    os.replace(tmp_name, target)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(page)
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it owner-only; a report is meant to be shared
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
     return target
