@@ -98,3 +98,23 @@ def test_attention_command_writes_overlays_and_masks(tmp_path, tiny_dinov2_dir, 
         assert Image.open(out / name).format == "PNG"
     assert main(["attention", str(colour_images_dir), "--model", f"hf:{tiny_dinov2_dir}",
                  "--out", str(out), "--mass", "1.5"]) == 2
+
+
+def test_attention_command_with_a_trained_vit_run(tmp_path, colour_images_dir):
+    """A run directory (config.json + model.safetensors) with a ViT backbone works too; its
+    images are decoded at the size it was trained on (16 px -> a 2x2 grid of 8 px patches)."""
+    from deepclust.train.builder import build_method_from_config
+    from deepclust.train.checkpoint import get_rng_states, save_checkpoint
+    from deepclust.train.config import TrainConfig
+
+    cfg = TrainConfig(method="swav", backbone="vit_tiny", backbone_kwargs={"depth": 1, "patch_size": 8},
+                      image_size=16, k=3)
+    method = build_method_from_config(cfg)
+    save_checkpoint(tmp_path / "run", method=method, optimizer=torch.optim.SGD(method.parameters(), lr=0.1),
+                    config=cfg.to_dict(), epoch=1, step=1, rng=get_rng_states())
+    out = tmp_path / "attn"
+    assert main(["attention", str(colour_images_dir), "--model", str(tmp_path / "run"),
+                 "--out", str(out), "--limit", "1", "--quiet"]) == 0
+    assert Image.open(out / "0000_mask.png").format == "PNG"
+    assert main(["attention", str(colour_images_dir), "--model", str(tmp_path / "run"),
+                 "--size", "24", "--out", str(out), "--quiet"]) == 2   # wrong size: clear error

@@ -37,19 +37,17 @@ def register(subparsers) -> None:
 
 
 def load_attention_model(spec: str, device: str):
-    """A ViT to read attention from: ``hf:...`` (eager attention) or a trained run directory."""
+    """``(model, store size or None)`` for ``hf:...`` (eager attention) or a trained run
+    directory (whose images must be decoded at the size it was trained on)."""
     from deepclust.errors import DeepclustError
     from deepclust.models.pretrained import is_pretrained_spec, load_pretrained
 
     if is_pretrained_spec(spec):
-        return load_pretrained(spec, device=device, attentions=True)
+        return load_pretrained(spec, device=device, attentions=True), None
     if Path(spec).is_dir():
-        try:
-            from deepclust.train import load_run_method  # provided by the training package
-        except ImportError as exc:
-            raise DeepclustError(f"cannot load the run directory '{spec}' in this install ({exc}); "
-                                 f"use a pretrained hf: model") from exc
-        return load_run_method(spec, device=device)
+        from deepclust.train.builder import load_trained_method
+        method, cfg = load_trained_method(spec, device=device)
+        return method, int(cfg.image_size)
     raise DeepclustError(f"model '{spec}' is neither hf:<id or dir> nor a run directory")
 
 
@@ -65,8 +63,12 @@ def run(args: argparse.Namespace) -> int:
         raise DeepclustError(f"--mass must be in (0, 1], got {args.mass}")
     if args.limit < 1:
         raise DeepclustError(f"--limit must be at least 1, got {args.limit}")
-    model = load_attention_model(args.model, resolve_device(args.device))
-    store = load_images(args.source, size=args.size, max_size=PRETRAINED_MAX_SIZE, progress=not args.quiet)
+    model, trained_size = load_attention_model(args.model, resolve_device(args.device))
+    if trained_size is not None and args.size not in (None, trained_size):
+        raise DeepclustError(f"the run in {args.model} was trained on {trained_size}px images; "
+                             f"drop --size or pass --size {trained_size}")
+    store = load_images(args.source, size=trained_size or args.size, max_size=PRETRAINED_MAX_SIZE,
+                        progress=not args.quiet)
     n = min(args.limit, len(store.paths))
     images = np.asarray(store.images[:n])
     maps = cls_attention_maps(model, images, batch_size=args.batch_size)     # (n, heads, h, w)
