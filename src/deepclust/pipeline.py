@@ -144,6 +144,8 @@ def cluster_store(
     n_images = len(store.paths)
     k = check_k(k, n_images)
     spec = model if model else features
+    if model and features != "raw":
+        log.info("--model %s is used; --features %s is ignored", model, features)
     if spec == "pca" and pca_dim >= n_images:
         pca_dim = max(1, n_images - 1)  # PCA cannot have more components than samples
     if spherical is None:
@@ -163,6 +165,8 @@ def cluster_store(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # metrics.json is written last and marks a finished run: drop one left by an earlier run.
+    (out / "metrics.json").unlink(missing_ok=True)
     labels_true = _known_labels(store)
     metrics = _metrics(labels_true, labels)
     cluster_names = None
@@ -204,7 +208,7 @@ def cluster_store(
             out, images=store.images, labels_pred=labels, paths=list(store.paths), embeddings=x,
             labels_true=labels_true, class_names=store.class_names, metrics=metrics,
             cluster_names=cluster_names, title=title or f"deepclust: {spec} features, k={k}",
-            skipped=list(store.skipped),
+            skipped=list(store.skipped), progress=progress,
         ))
     # metrics.json last: its presence means the run finished.
     info["seconds"] = round(time.perf_counter() - start, 3)
