@@ -84,6 +84,7 @@ def main() -> None:
 
     from deepclust.models.pretrained import load_pretrained
 
+    load_start = os.getloadavg()[0]
     machine_flops = matmul_flops()
     print(f"float32 matmul: {machine_flops / 1e9:.1f} GFLOP/s with {torch.get_num_threads()} threads")
     rng = np.random.default_rng(0)
@@ -158,10 +159,13 @@ def main() -> None:
                       f"test images (32 px, upsampled to 256 and cropped to 224 by the model's processor):", "",
                   "| run | seconds |", "| --- | ---: |"]
         lines += [f"| {label} | {sec:.3f} |" for label, sec, _ in cache_rows]
+    load_end = os.getloadavg()[0]
+    lines += ["", f"Load average (1 min) at start / end: {load_start:.1f} / {load_end:.1f} on 2 cores: the "
+                  f"machine was shared with other jobs, so absolute figures vary between runs (the FLOP/s "
+                  f"limit is measured in the same run, under the same load, to keep the percentage fair)."]
     lines += ["", "Notes: FLOPs are counted per image by `FlopCounterMode` (matmuls and attention; "
                   "2 FLOPs per multiply-add). The tiny model is far from the matmul limit because its "
-                  "matrices are 32 wide: per-op overhead dominates. The machine is shared with other "
-                  "jobs, so figures vary by some 10-20% between runs.", ""]
+                  "matrices are 32 wide: per-op overhead dominates.", ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out}")

@@ -151,3 +151,23 @@ def test_unreachable_hub_becomes_model_not_available(tmp_path, monkeypatch):
         resolve_model_dir("hf:someone/some-model")
     assert "could not be downloaded" in str(info.value)  # the network path, not the offline one
     assert time.monotonic() - start < 60
+
+
+def test_missing_transformers_gives_install_hint(tiny_dinov2_dir, monkeypatch):
+    import deepclust.models.pretrained as pretrained
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
+    monkeypatch.setattr(pretrained, "_LOADED", {})
+    with pytest.raises(ModelNotAvailableError, match=r"pip install 'deepclust\[pretrained\]'"):
+        load_pretrained(f"hf:{tiny_dinov2_dir}")
+    with pytest.raises(ModelNotAvailableError, match=r"deepclust\[pretrained\]"):
+        resolve_model_dir("hf:facebook/dinov2-small")
+
+
+def test_resolution_option_changes_input_size_only(tiny_dinov2_dir):
+    base = load_pretrained(f"hf:{tiny_dinov2_dir}")
+    small = load_pretrained(f"hf:{tiny_dinov2_dir}", resolution=16)
+    images = _smooth_images(2, 40, 40)
+    assert tuple(small.pixel_values(images).shape) == (2, 3, 16, 16)
+    assert tuple(base.pixel_values(images).shape) == (2, 3, 32, 32)   # the cached encoder is untouched
+    assert small.model is base.model and small.embed(images).shape == (2, 32)

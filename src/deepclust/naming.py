@@ -75,7 +75,7 @@ def name_clusters(clip, images_uint8: np.ndarray, labels_pred: np.ndarray,
                   vocabulary: str | Sequence[str], top_n: int = 3,
                   templates: Sequence[str] | None = None, *, max_per_cluster: int = 256,
                   seed: int = 0, batch_size: int = 64, progress: bool = True,
-                  image_embeds: torch.Tensor | np.ndarray | None = None
+                  device: str = "auto", image_embeds: torch.Tensor | np.ndarray | None = None
                   ) -> dict[int, list[tuple[str, float]]]:
     """The ``top_n`` vocabulary names of each cluster with their scores.
 
@@ -85,6 +85,7 @@ def name_clusters(clip, images_uint8: np.ndarray, labels_pred: np.ndarray,
         vocabulary: list of names, built-in vocabulary name or file (see module doc).
         max_per_cluster: embed at most this many images per cluster (a seeded random sample);
             the mean embedding is stable long before that and it bounds the cost.
+        device: where a model given as a spec runs (``auto``: CUDA if available).
         image_embeds: normalised CLIP image embeddings ``(N, P)`` already computed (skips
             embedding and the sampling).
 
@@ -93,7 +94,9 @@ def name_clusters(clip, images_uint8: np.ndarray, labels_pred: np.ndarray,
     """
     if isinstance(clip, str):
         from deepclust.models.pretrained import load_clip
-        clip = load_clip(clip)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        clip = load_clip(clip, device=device)
     labels_pred = np.asarray(labels_pred).astype(np.int64)
     if len(labels_pred) != len(images_uint8):
         raise DeepclustError(f"{len(labels_pred)} cluster labels for {len(images_uint8)} images")

@@ -9,6 +9,7 @@ without it a :class:`~deepclust.errors.ModelNotAvailableError` says
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -71,7 +72,6 @@ def load_pretrained(spec: str, *, device: str | torch.device = "cpu", attentions
         _LOADED[key] = encoder
     if resolution is not None:
         # A shallow copy so the cached encoder keeps its own preprocessing.
-        import copy
         encoder = copy.copy(encoder)
         encoder.preprocess = encoder.preprocess.with_resolution(int(resolution))
     return encoder
