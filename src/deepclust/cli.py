@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s",
     )
+    # faiss announces which SIMD build it loaded at INFO level on every import; that is
+    # noise for users, so only its warnings get through.
+    logging.getLogger("faiss").setLevel(logging.WARNING)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
