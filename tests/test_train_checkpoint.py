@@ -139,3 +139,28 @@ def test_checkpoint_without_state_json_or_with_mismatched_files_is_not_complete(
         ckpt.load_checkpoint(tmp_path / "b", m)
     assert not list(tmp_path.glob("*/.*tmp*")), "no temporary files are left behind"
 
+
+
+def test_interrupt_guard_defers_sigterm_until_the_checkpoint_is_written(tmp_path):
+    import os
+    import signal
+
+    from deepclust.train.interrupts import InterruptGuard
+
+    m = _WithExtra()
+    opt = build_optimizer("sgd", [{"params": list(m.parameters())}], lr=0.1)
+    before = signal.getsignal(signal.SIGTERM)
+    guard = InterruptGuard().install()
+    try:
+        with pytest.raises(KeyboardInterrupt, match="after the checkpoint"):
+            with guard.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                ckpt.save_checkpoint(tmp_path, method=m, optimizer=opt, config={}, epoch=1, step=1, rng=[])
+        assert ckpt.read_state(tmp_path)["epoch"] == 1  # written completely despite the signal
+        with pytest.raises(KeyboardInterrupt):  # outside a checkpoint, SIGTERM stops at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+    finally:
+        guard.restore()
+    assert signal.getsignal(signal.SIGTERM) == before

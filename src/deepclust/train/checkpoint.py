@@ -235,9 +235,9 @@ def save_checkpoint(
 def read_state(run_dir: Path) -> dict[str, Any] | None:
     """state.json of a complete checkpoint, or None when there is none yet.
 
-    Raises ModelNotAvailableError when the files belong to different checkpoints
-    (a crash between writes cannot cause this, since state.json is written last;
-    it means files were copied or edited by hand)."""
+    Raises ModelNotAvailableError when the files belong to different checkpoints: files
+    copied by hand, or a hard kill (SIGKILL, power loss) between two file replacements
+    (Ctrl-C and SIGTERM are deferred until a checkpoint is complete, see interrupts.py)."""
     run_dir = Path(run_dir)
     path = run_dir / STATE_FILE
     if not path.is_file():

@@ -26,8 +26,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ from deepclust.train.context import TrainContext
 from deepclust.train.distributed import barrier, get_rank, get_world_size, init_from_env, is_dist
 from deepclust.train.embedding import autocast, embed_all_sharded
 from deepclust.train.feed import BatchFeeder
+from deepclust.train.interrupts import InterruptGuard
 from deepclust.train.logging import RunLogger
 from deepclust.train.monitor import check_collapse
 from deepclust.train.online_eval import OnlineEvaluator
@@ -157,6 +156,8 @@ def train(
     if not resume and (out_dir / ckpt.STATE_FILE).exists():
         raise DeepclustError(f"{out_dir} already holds a training run: pass --resume to continue it or choose another --out")
     start_epoch, start_step = (state["epoch"], state["step"]) if state else (0, 0)
+    if state:
+        _warn_changed_settings(out_dir, cfg, world, state)
 
     seed_everything(cfg.seed + rank)
     method = method if method is not None else build_method_from_config(cfg)
@@ -207,9 +208,7 @@ def train(
         rngs = state["rng"]
         ckpt.set_rng_states(rngs[rank % len(rngs)])
 
-    previous_handler = None
-    if threading.current_thread() is threading.main_thread():
-        previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    guard = InterruptGuard().install()
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -219,10 +218,11 @@ def train(
             if rank == 0:
                 stats, eval_row = evaluator(method, epoch)
                 row.update(eval_row)
-                logger.log_epoch(row)
-                ckpt.save_checkpoint(out_dir, method=method, optimizer=optimizer, config=cfg.to_dict(),
-                                     epoch=epoch + 1, step=ctx.step, rng=_gather_rng(),
-                                     extra={"grad_scaler": scaler.state_dict()} if scaler else {})
+                with guard.deferred():
+                    logger.log_epoch(row)
+                    ckpt.save_checkpoint(out_dir, method=method, optimizer=optimizer, config=cfg.to_dict(),
+                                         epoch=epoch + 1, step=ctx.step, rng=_gather_rng(),
+                                         extra={"world_size": world, **({"grad_scaler": scaler.state_dict()} if scaler else {})})
             elif is_dist():
                 _gather_rng()  # the collective pairs with rank 0's call
             barrier()
@@ -234,11 +234,26 @@ def train(
                     else "no epoch was completed, so there is no checkpoint")
         raise
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        guard.restore()
         if logger is not None:
             logger.close()
     return out_dir
+
+
+def _warn_changed_settings(out_dir: Path, cfg: TrainConfig, world: int, state: dict[str, Any]) -> None:
+    """Resuming is exact only with the settings of the run (more epochs excepted)."""
+    import json
+
+    saved = json.loads((out_dir / ckpt.CONFIG_FILE).read_text())
+    now = cfg.to_dict()
+    changed = sorted(k for k in now if k not in ("epochs", "device", "num_workers", "log_every", "tensorboard")
+                     and saved.get(k) != now[k])
+    if state["extra"].get("world_size", world) != world:
+        changed.append("world_size")
+        saved["world_size"], now["world_size"] = state["extra"]["world_size"], world
+    if changed:
+        log.warning("resuming %s with changed settings %s: the run is no longer an exact continuation",
+                    out_dir, ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed))
 
 
 def _raise_if_collapsed(stats, epoch: int, cfg: TrainConfig, device: torch.device) -> None:
@@ -258,15 +273,48 @@ def _raise_if_collapsed(stats, epoch: int, cfg: TrainConfig, device: torch.devic
         raise error
 
 
-def _raise_keyboard_interrupt(signum, frame):  # SIGTERM (e.g. a cluster scheduler) -> same path as Ctrl-C
-    raise KeyboardInterrupt(f"signal {signum}")
+def train_step(model: nn.Module, method: nn.Module, optimizer: torch.optim.Optimizer, scaler, ctx: TrainContext,
+               batch: torch.Tensor, index: torch.Tensor, *, lr: float, wd: float, clip_grad: float = 0.0,
+               frozen_last: bool = False, trainable: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """One optimisation step: schedules -> forward (autocast) -> finite check -> backward ->
+    last-layer freeze -> clipping -> optimiser -> method.after_optimizer_step. Does not advance ctx.step."""
+    set_step_hyperparameters(optimizer, lr, wd)
+    with autocast(ctx.device, ctx.amp_dtype):
+        out = model(batch, index)
+    loss = out["loss"]
+    finite = torch.isfinite(loss.detach()).float()
+    if is_dist():
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if finite.item() < 1:
+        raise NonFiniteLossError(
+            f"the loss became {loss.item()} at epoch {ctx.epoch + 1}, step {ctx.step}: training diverged. "
+            f"The last good checkpoint (end of epoch {ctx.epoch}) is kept. Lower the learning rate "
+            "(--lr), add gradient clipping (--set clip_grad=3.0), or turn AMP off (--set amp=off).")
+    optimizer.zero_grad(set_to_none=True)
+    (scaler.scale(loss) if scaler else loss).backward()
+    if frozen_last:  # DINO/SwAV: the prototypes stay fixed for the first epochs
+        for p in method.last_layer_parameters():
+            p.grad = None
+    if clip_grad > 0:
+        if scaler:
+            scaler.unscale_(optimizer)
+        params = trainable if trainable is not None else [p for g in optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    method.after_optimizer_step(ctx)
+    return out
 
 
 def _train_epoch(model, method, optimizer, scaler, ctx: TrainContext, cfg: TrainConfig, images: np.ndarray,
                  lr_schedule: np.ndarray, wd_schedule: np.ndarray, progress: bool) -> dict[str, Any]:
+    epoch_start = time.perf_counter()
     method.train()
     ctx.logs = {}
-    method.on_epoch_start(ctx)
+    method.on_epoch_start(ctx)  # e.g. DeepCluster's k-means: in "seconds", not in "images_per_s"
     order = epoch_order(method, ctx, len(images), cfg.seed)
     feeder = BatchFeeder(images, order, ctx.device, prefetch=cfg.num_workers * 2)
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
@@ -278,33 +326,8 @@ def _train_epoch(model, method, optimizer, scaler, ctx: TrainContext, cfg: Train
     lr = wd = 0.0
     for i, (batch, index) in enumerate(feeder):
         lr, wd = float(lr_schedule[ctx.step]), float(wd_schedule[ctx.step])
-        set_step_hyperparameters(optimizer, lr, wd)
-        with autocast(ctx.device, ctx.amp_dtype):
-            out = model(batch, index)
-        loss = out["loss"]
-        finite = torch.isfinite(loss.detach()).float()
-        if is_dist():
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        if finite.item() < 1:
-            raise NonFiniteLossError(
-                f"the loss became {loss.item()} at epoch {ctx.epoch + 1}, step {ctx.step}: training diverged. "
-                f"The last good checkpoint (end of epoch {ctx.epoch}) is kept. Lower the learning rate "
-                "(--lr), add gradient clipping (--set clip_grad=3.0), or turn AMP off (--set amp=off).")
-        optimizer.zero_grad(set_to_none=True)
-        (scaler.scale(loss) if scaler else loss).backward()
-        if frozen_last:  # DINO/SwAV: the prototypes stay fixed for the first epochs
-            for p in method.last_layer_parameters():
-                p.grad = None
-        if cfg.clip_grad > 0:
-            if scaler:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        method.after_optimizer_step(ctx)
+        out = train_step(model, method, optimizer, scaler, ctx, batch, index, lr=lr, wd=wd,
+                         clip_grad=cfg.clip_grad, frozen_last=frozen_last, trainable=trainable)
         ctx.step += 1
         for key, value in out.items():
             sums[key] = sums.get(key, 0.0) + float(value.detach().float().mean())
@@ -315,9 +338,10 @@ def _train_epoch(model, method, optimizer, scaler, ctx: TrainContext, cfg: Train
     bar.close()
     seconds = time.perf_counter() - start
     steps = max(1, len(order))
+    epoch_seconds = time.perf_counter() - epoch_start
     row: dict[str, Any] = {"epoch": ctx.epoch + 1, "step": ctx.step, "loss": sums.get("loss", float("nan")) / steps,
                            "lr": lr, "wd": wd, "images_per_s": steps * cfg.batch_size * ctx.world_size / seconds,
-                           "seconds": seconds}
+                           "seconds": epoch_seconds}
     row.update({k: v / steps for k, v in sums.items() if k != "loss"})
     row.update(ctx.logs)
     return row
