@@ -9,6 +9,18 @@ from deepclust.errors import DeepclustError
 from deepclust.evaluate.metrics import cluster_acc, many_to_one_acc
 
 
+@pytest.fixture(autouse=True)
+def one_faiss_thread():
+    # Tiny problems: faiss's OpenMP threads spin-wait for each other on a busy 2-core
+    # machine and become far slower than one thread.
+    import faiss
+
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def blobs():
     x, y = make_blobs(n_samples=600, n_features=8, centers=5, cluster_std=0.5, center_box=(-20, 20), random_state=0)

@@ -1,6 +1,7 @@
 """SwAV's Sinkhorn-Knopp against a literal loop version of Algorithm 1; marginals; gloo 2-process run."""
 
 import math
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -100,7 +101,8 @@ def test_balanced_assign_survives_far_outliers():
 
 def _worker(rank: int, world_size: int, tmp: str, scores: torch.Tensor, splits: list[int]) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{tmp}/init", rank=rank, world_size=world_size)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/init", rank=rank, world_size=world_size,
+                            timeout=timedelta(seconds=60))  # fail instead of hanging if a peer dies
     try:
         start = sum(splits[:rank])
         local = scores[start : start + splits[rank]]
