@@ -164,8 +164,8 @@ def main() -> None:
                   f"machine was shared with other jobs, so absolute figures vary between runs (the FLOP/s "
                   f"limit is measured in the same run, under the same load, to keep the percentage fair)."]
     lines += ["", "Notes: FLOPs are counted per image by `FlopCounterMode` (matmuls and attention; "
-                  "2 FLOPs per multiply-add). The tiny model is far from the matmul limit because its "
-                  "matrices are 32 wide: per-op overhead dominates.", ""]
+                  "2 FLOPs per multiply-add). The tiny model's matrices are only 32 wide, so "
+                  "its figure depends mostly on per-call overhead and varies most between runs.", ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out}")
