@@ -186,3 +186,23 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
     train(toy_cfg(epochs=1), store, tmp_path / "run", method=fresh_method(0), progress=False)
     with pytest.raises(DeepclustError, match="--resume"):
         train(toy_cfg(epochs=1), store, tmp_path / "run", method=fresh_method(0), progress=False)
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_steps_train_and_resume(tmp_path, amp):
+    """Autocast (and the fp16 GradScaler, whose state is checkpointed) on the CPU."""
+    import csv
+    import json
+
+    cfg = toy_cfg(epochs=2, amp=amp)
+    method = fresh_method(0)
+    method.interrupt_at_step = 5
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, toy_store(), tmp_path / "run", method=method, progress=False)
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert ("grad_scaler" in state["extra"]) == (amp == "fp16")
+    train(cfg, toy_store(), tmp_path / "run", method=fresh_method(1), resume=True, progress=False)
+    with open(tmp_path / "run" / "log.csv") as fh:
+        losses = [float(r["loss"]) for r in csv.DictReader(fh)]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert not torch.allclose(weights(tmp_path / "run")["backbone.weight"], fresh_method(0).backbone.weight)
