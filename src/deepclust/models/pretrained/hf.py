@@ -69,7 +69,8 @@ def offline_message(name: str, reason: str) -> str:
         f"pretrained model '{name}' is not available: {reason}.\n"
         f"  On a machine with internet, download it with\n"
         f"      huggingface-cli download {name}\n"
-        f"  (or in Python: huggingface_hub.snapshot_download('{name}')),\n"
+        f"  (`hf download {name}` with huggingface_hub >= 1.0, or in Python:\n"
+        f"  huggingface_hub.snapshot_download('{name}')),\n"
         f"  then either copy the Hugging Face cache to {from_cache} on this machine, or save it\n"
         f"  to a folder (snapshot_download('{name}', local_dir='models/{name.split('/')[-1]}'))\n"
         f"  and pass --model hf:/path/to/that/folder.")
