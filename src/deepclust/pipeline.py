@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 #: Feature kinds computed from pixels alone; anything else (a run dir, ``hf:...``) is learned.
 PIXEL_FEATURES = ("raw", "pca")
 DEFAULT_PCA_DIM = 50
+#: Working-size caps of the image store: pixels/trained models vs pretrained (224 px) models.
+DEFAULT_MAX_SIZE = 96
+PRETRAINED_MAX_SIZE = 224
 #: Built-in vocabulary used to name clusters when only a namer is given.
 DEFAULT_VOCAB = "common"
 
@@ -109,7 +112,16 @@ def cluster_source(
     from deepclust.data.store import load_images
 
     check_k(k)  # fail before minutes of decoding, not after
-    store = load_images(source, size=size, progress=progress)
+    pretrained = [spec for spec in (model, namer) if spec and spec.startswith("hf:")]
+    if pretrained:
+        from deepclust.models.pretrained import resolve_model_dir
+
+        # An offline machine without a local copy must hear so now, not after decoding.
+        for spec in pretrained:
+            resolve_model_dir(spec)
+    # Pretrained ViTs resize to ~224 px themselves; keep enough pixels in the store for them.
+    max_size = PRETRAINED_MAX_SIZE if model and model.startswith("hf:") else DEFAULT_MAX_SIZE
+    store = load_images(source, size=size, max_size=max_size, progress=progress)
     return cluster_store(
         store, k=k, out_dir=out_dir, features=features, model=model, seed=seed, n_init=n_init,
         spherical=spherical, balanced=balanced, pca_dim=pca_dim, device=device, report=report,
