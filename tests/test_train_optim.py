@@ -118,6 +118,11 @@ def test_collapse_stats_on_spread_and_collapsed_embeddings():
         check_collapse(head, epoch=0, k=4)
     with pytest.warns(RuntimeWarning, match="collapsed"):
         check_collapse(head, epoch=0, k=4, raise_error=False)
+    # an untrained head: the same argmax everywhere but near-uniform soft assignments -> not collapsed
+    weak = np.zeros((50, 4))
+    weak[:, 2] = 0.1
+    with pytest.warns(RuntimeWarning, match="may be collapsing"):
+        check_collapse(collapse_stats(spread[:50], weak, k=4), epoch=0, k=4)
     # uniform soft assignments: entropy log k
     assert collapse_stats(spread[:50], rng.normal(size=(50, 4)) * 1e-3, k=4).entropy == pytest.approx(math.log(4), abs=1e-4)
 

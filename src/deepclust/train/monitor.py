@@ -31,6 +31,7 @@ class CollapseStats:
     n_clusters_used: int
     entropy: float          # nats
     source: str             # "head" or "kmeans"
+    n_outputs: int = 0      # clusters the source could use (head outputs, or k)
 
     def as_log(self) -> dict[str, float]:
         return {"emb_std": self.emb_std, "n_clusters_used": self.n_clusters_used, "entropy": self.entropy}
@@ -69,11 +70,12 @@ def collapse_stats(emb: np.ndarray, logits: np.ndarray | None = None, *, k: int 
     """Statistics of one epoch's embeddings (N,D) and, if the method has a k-way head, its logits (N,k)."""
     std, rel = embedding_std(emb)
     if logits is not None:
+        n_outputs = int(np.asarray(logits).shape[1])
         labels = np.asarray(logits).argmax(axis=1)
         entropy = _entropy(_softmax(np.asarray(logits, dtype=np.float64)).mean(axis=0))
         source = "head"
     else:
-        n_clusters = min(k, len(emb))
+        n_clusters = n_outputs = min(k, len(emb))
         if rel < COLLAPSED_REL_STD:
             labels = np.zeros(len(emb), dtype=np.int64)  # identical points: one cluster, no k-means needed
         else:
@@ -81,13 +83,17 @@ def collapse_stats(emb: np.ndarray, logits: np.ndarray | None = None, *, k: int 
         counts = np.bincount(labels, minlength=n_clusters).astype(np.float64)
         entropy = _entropy(counts / counts.sum())
         source = "kmeans"
-    return CollapseStats(std, rel, int(len(np.unique(labels))), entropy, source)
+    return CollapseStats(std, rel, int(len(np.unique(labels))), entropy, source, n_outputs)
 
 
 def check_collapse(stats: CollapseStats, *, epoch: int, k: int, raise_error: bool = True) -> None:
     """Warn when the run drifts towards collapse; raise CollapseError when it has collapsed
     (every image in one cluster, or embeddings that no longer vary)."""
-    collapsed_clusters = stats.n_clusters_used <= 1 and k > 1
+    # One cluster by argmax *and* a mean assignment concentrated on it (entropy under 5% of
+    # its maximum): a head that is merely untrained (DeepCluster re-initialises its
+    # classifier every epoch) has near-uniform soft assignments and is not called collapsed.
+    max_entropy = math.log(max(2, stats.n_outputs or k))
+    collapsed_clusters = k > 1 and stats.n_clusters_used <= 1 and stats.entropy < 0.05 * max_entropy
     collapsed_std = stats.rel_std < COLLAPSED_REL_STD
     if collapsed_clusters or collapsed_std:
         what = (
