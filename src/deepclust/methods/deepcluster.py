@@ -1,0 +1,230 @@
+"""DeepCluster (Caron, Bojanowski, Joulin, Douze, ECCV 2018, arXiv:1807.05520).
+
+Alternate, once per epoch:
+
+1. embed every image with the current backbone (``ctx.embed_all()``), PCA-whiten the
+   features to ``pca_dim`` dimensions and L2-normalise them (the paper's pre-processing),
+2. cluster them with k-means (faiss; ``n_clusters`` may exceed the number of classes:
+   over-segmentation helps, the paper uses 10k clusters for 1k ImageNet classes); empty
+   clusters are repaired by ``deepclust.cluster.kmeans``,
+3. re-initialise the linear classifier and train backbone + classifier to predict the
+   cluster index (pseudo-label) of each image, sampling images uniformly over clusters
+   (``sampling="uniform"``, the paper's choice) or weighting the loss by inverse cluster
+   size (``sampling="weighted"``).
+
+Optionally the input is a Sobel-filtered grey image (``sobel=True``; the backbone must then
+take 2 channels), which keeps k-means from grouping by colour.
+
+Logged per epoch: ``nmi_vs_prev`` (NMI between consecutive assignments, the paper's
+stability curve), ``nmi_vs_labels`` (when labels are known; evaluation only),
+``kmeans_seconds`` (to measure k-means' share of the epoch) and ``n_empty_repaired``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from sklearn.metrics import normalized_mutual_info_score
+
+from deepclust.cluster import kmeans
+from deepclust.losses.deepcluster import DeepClusterLoss, inverse_size_weights
+from deepclust.methods.base import Method
+from deepclust.methods.common import MethodConfigError, build_views, check_backbone, eval_transform_for
+from deepclust.models.heads import ClassifierHead
+from deepclust.train.context import TrainContext
+
+SAMPLINGS = ("uniform", "weighted", "shuffle")
+
+
+def pca_whiten(x: np.ndarray, dim: int, eps: float = 1e-5) -> np.ndarray:
+    """Centre, project on the top ``dim`` principal axes, divide each axis by its standard
+    deviation, then L2-normalise rows (DeepCluster's ``preprocess_features``).
+    ``(N, D) -> (N, min(dim, D, N - 1))`` float32."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(axis=0, keepdims=True)
+    dim = max(1, min(int(dim), x.shape[1], x.shape[0] - 1))
+    cov = x.T @ x / max(1, x.shape[0] - 1)
+    eigval, eigvec = np.linalg.eigh(cov)                 # ascending order
+    order = np.argsort(eigval)[::-1][:dim]
+    proj = x @ eigvec[:, order] / np.sqrt(np.maximum(eigval[order], 0.0) + eps)
+    proj /= np.maximum(np.linalg.norm(proj, axis=1, keepdims=True), 1e-12)
+    return proj.astype(np.float32)
+
+
+def uniform_cluster_indices(labels: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """DeepCluster's ``UnifLabelSampler``: ``ceil(n / K_used)`` images from each non-empty
+    cluster (with replacement only when the cluster is smaller), shuffled, cut to ``n``.
+    Every cluster then appears (almost) equally often in an epoch."""
+    labels = np.asarray(labels)
+    clusters = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    per_cluster = int(np.ceil(n_samples / max(1, len(clusters))))
+    picks = [rng.choice(members, per_cluster, replace=len(members) < per_cluster) for members in clusters]
+    order = np.concatenate(picks)
+    rng.shuffle(order)
+    return order[:n_samples].astype(np.int64)
+
+
+class DeepCluster(Method):
+    """Backbone + linear classifier over k-means pseudo-labels (see module doc).
+
+    Args:
+        backbone: features ``(B, C, S, S) -> (B, embed_dim)``; ``C = 2`` when ``sobel``.
+        k: number of clusters wanted in the end (evaluation, ``cluster_logits``).
+        img_size: working image size (default crop size).
+        n_clusters: k-means clusters = classifier outputs; default ``k``.
+        pca_dim: PCA-whitening dimension before k-means (256 in the paper).
+        sampling: "uniform" (over clusters), "weighted" (inverse-size loss weights) or "shuffle".
+        kmeans_iters, kmeans_n_init: faiss k-means iterations and restarts (paper: 20, 1).
+        sobel: Sobel-filtered grey input (the paper's default for ImageNet).
+        augment: ``MultiCropAugment`` options over the defaults (one random-resized crop + flip).
+    """
+
+    name = "deepcluster"
+
+    def __init__(self, backbone: torch.nn.Module, *, k: int = 10, img_size: int = 32,
+                 n_clusters: int | None = None, pca_dim: int = 256, sampling: str = "uniform",
+                 kmeans_iters: int = 20, kmeans_n_init: int = 1, sobel: bool = False,
+                 augment: Mapping[str, Any] | None = None):
+        super().__init__(backbone)
+        if sampling not in SAMPLINGS:
+            raise MethodConfigError(f"deepcluster: sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        n_clusters = int(n_clusters or k)
+        if n_clusters < 2:
+            raise MethodConfigError(f"deepcluster: n_clusters must be >= 2, got {n_clusters}")
+        defaults = dict(n_global=1, global_size=img_size, global_scale=(0.08, 1.0), n_local=0,
+                        color_jitter=None, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0, sobel=sobel)
+        self.views = build_views(defaults, augment)
+        self.eval_transform = eval_transform_for(self.views)
+        embed_dim = check_backbone(backbone, in_chans=2 if self.views.sobel is not None else 3,
+                                   method=self.name)
+        self.k = int(k)
+        self.n_clusters = n_clusters
+        self.pca_dim = int(pca_dim)
+        self.sampling = sampling
+        self.kmeans_iters = int(kmeans_iters)
+        self.kmeans_n_init = int(kmeans_n_init)
+        self.head = ClassifierHead(embed_dim, n_clusters)
+        self.loss_fn = DeepClusterLoss()
+        # Inverse-size weights for sampling="weighted" (all ones otherwise).
+        self.register_buffer("class_weights", torch.ones(n_clusters), persistent=False)
+        self.pseudo_labels: torch.Tensor | None = None   # (N,) int64 on the CPU
+        self._labels_on_device: torch.Tensor | None = None
+        self.prev_labels: np.ndarray | None = None
+
+    # --- per epoch ------------------------------------------------------------------
+    def on_epoch_start(self, ctx: TrainContext) -> None:
+        if ctx.embed_all is None:
+            raise MethodConfigError("deepcluster needs ctx.embed_all (the loop provides it) to cluster the data")
+        features = ctx.embed_all()
+        start = time.perf_counter()
+        labels = self._cluster(features, seed=ctx.seed + ctx.epoch)
+        labels = self._same_on_every_process(labels, ctx.device)
+        ctx.logs["kmeans_seconds"] = time.perf_counter() - start
+        ctx.logs["n_empty_repaired"] = self._last_n_empty_repaired
+        previous = self.pseudo_labels   # last epoch's assignment (also after a resume)
+        if previous is not None and len(previous) == len(labels):
+            ctx.logs["nmi_vs_prev"] = float(normalized_mutual_info_score(previous.numpy(), labels))
+        if ctx.labels is not None:
+            known = np.asarray(ctx.labels) >= 0
+            if known.any():
+                ctx.logs["nmi_vs_labels"] = float(
+                    normalized_mutual_info_score(np.asarray(ctx.labels)[known], labels[known]))
+        ctx.logs["clusters_used"] = int(len(np.unique(labels)))
+        self.set_pseudo_labels(labels)
+        self._reset_head(seed=ctx.seed * 100_003 + ctx.epoch)
+
+    def _cluster(self, features: np.ndarray, seed: int) -> np.ndarray:
+        x = pca_whiten(features, self.pca_dim)
+        result = kmeans(x, self.n_clusters, n_init=self.kmeans_n_init, max_iter=self.kmeans_iters,
+                        seed=seed)
+        self._last_n_empty_repaired = result.n_empty_repaired
+        return result.labels
+
+    @staticmethod
+    def _same_on_every_process(labels: np.ndarray, device: torch.device) -> np.ndarray:
+        """k-means is not bit-reproducible across devices: everyone takes rank 0's labels."""
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return labels
+        t = torch.as_tensor(labels, dtype=torch.int64, device=device)
+        dist.broadcast(t, src=0)
+        return t.cpu().numpy()
+
+    def set_pseudo_labels(self, labels: np.ndarray) -> None:
+        """Install ``(N,)`` pseudo-labels (k-means output, or restored from a checkpoint)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.ndim != 1 or labels.min() < 0 or labels.max() >= self.n_clusters:
+            raise MethodConfigError(f"deepcluster: pseudo-labels must be (N,) in [0, {self.n_clusters})")
+        if self.pseudo_labels is not None:
+            self.prev_labels = self.pseudo_labels.numpy()
+        self.pseudo_labels = torch.from_numpy(labels)
+        self._labels_on_device = None
+        weights = inverse_size_weights(labels, self.n_clusters)
+        self.class_weights.copy_(weights.to(self.class_weights.device))
+
+    @torch.no_grad()
+    def _reset_head(self, seed: int) -> None:
+        """New clusters = new classes: re-draw the classifier (N(0, 0.01^2), zero bias).
+        Seeded explicitly so that every DDP process draws the same weights."""
+        g = torch.Generator().manual_seed(int(seed))
+        w = self.head.linear.weight
+        w.copy_((torch.randn(w.shape, generator=g) * 0.01).to(w.device, w.dtype))
+        self.head.linear.bias.zero_()
+
+    def epoch_indices(self, ctx: TrainContext) -> np.ndarray | None:
+        if self.sampling != "uniform" or self.pseudo_labels is None:
+            return None
+        rng = np.random.default_rng([ctx.seed, ctx.epoch])
+        return uniform_cluster_indices(self.pseudo_labels.numpy(), len(self.pseudo_labels), rng)
+
+    # --- per step -------------------------------------------------------------------
+    def training_step(self, images: torch.Tensor, indices: torch.Tensor,
+                      ctx: TrainContext) -> dict[str, torch.Tensor]:
+        if self.pseudo_labels is None:
+            raise MethodConfigError("deepcluster: no pseudo-labels yet; on_epoch_start must run k-means first")
+        if self._labels_on_device is None or self._labels_on_device.device != images.device:
+            self._labels_on_device = self.pseudo_labels.to(images.device)
+        targets = self._labels_on_device[indices.to(images.device).long()]
+        view = self.views(images)[0]
+        logits = self.head(self.backbone(view))
+        weights = self.class_weights if self.sampling == "weighted" else None
+        loss = self.loss_fn(logits, targets, weights)
+        agree = (logits.detach().argmax(dim=1) == targets).float().mean()
+        return {"loss": loss, "pseudo_label_acc": agree}
+
+    # --- inference ------------------------------------------------------------------
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        return self.eval_transform(images)
+
+    def cluster_logits(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The classifier's logits when it has ``k`` outputs, else None. The classifier is
+        re-initialised every epoch, so these scores refer to the *last epoch's* k-means
+        clusters (the ones it was trained on)."""
+        if self.n_clusters != self.k:
+            return None
+        return self.head(self.backbone(x))
+
+    # --- checkpoints ----------------------------------------------------------------
+    def state_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.pseudo_labels is not None:
+            extra["pseudo_labels"] = self.pseudo_labels.clone()
+        if self.prev_labels is not None:
+            extra["prev_labels"] = torch.from_numpy(np.asarray(self.prev_labels, dtype=np.int64))
+        return extra
+
+    def load_state_extra(self, state: dict[str, Any]) -> None:
+        if "prev_labels" in state:
+            self.prev_labels = np.asarray(state["prev_labels"], dtype=np.int64)
+        if "pseudo_labels" in state:
+            prev = self.prev_labels
+            self.pseudo_labels = None
+            self.set_pseudo_labels(np.asarray(state["pseudo_labels"]))
+            self.prev_labels = prev
+
+
+__all__ = ["DeepCluster", "pca_whiten", "uniform_cluster_indices"]

@@ -1,0 +1,62 @@
+"""Tiny in-memory data and a one-call training run for the method tests."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepclust.models.backbones import build_backbone
+from deepclust.train.context import TrainContext
+
+SIDE = 8
+
+
+def pattern_images(n_per_class: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three easily separated 8x8 patterns (bright left half, bright top half, a centre dot)
+    with noise and one-pixel shifts: ``uint8 (3n, 8, 8, 3)`` and labels ``(3n,)``."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for cls in range(3):
+        for _ in range(n_per_class):
+            img = np.zeros((SIDE, SIDE), np.float32)
+            if cls == 0:
+                img[:, :4] = 220
+            elif cls == 1:
+                img[:4, :] = 220
+            else:
+                img[3:5, 3:5] = 255
+            img = np.roll(img, rng.integers(-1, 2, size=2), axis=(0, 1))
+            img += rng.normal(0, 12, img.shape)
+            images.append(np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2))
+            labels.append(cls)
+    return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+@dataclass
+class ArrayStore:
+    images: np.ndarray
+    labels: np.ndarray | None
+
+
+def tiny_backbone(in_chans: int = 3):
+    return build_backbone("small_cnn", in_chans=in_chans, img_size=SIDE, widths=(8, 16), convs_per_stage=1)
+
+
+GENTLE_VIEWS = dict(global_scale=(0.6, 1.0), flip=False, color_jitter=None, grayscale_p=0.0,
+                    blur_p=0.0, solarize_p=0.0, mean="half")
+
+
+def context(images: np.ndarray, labels: np.ndarray | None = None, *, epoch: int = 0, step: int = 0,
+            steps_per_epoch: int = 4, total_epochs: int = 2, embed_all=None) -> TrainContext:
+    return TrainContext(epoch=epoch, step=step, steps_per_epoch=steps_per_epoch, total_epochs=total_epochs,
+                        device=torch.device("cpu"), images=images, labels=labels, batch_size=16,
+                        embed_all=embed_all)
+
+
+def epoch_losses(run_dir: Path) -> list[float]:
+    with open(run_dir / "log.csv") as f:
+        return [float(row["loss"]) for row in csv.DictReader(f)]
