@@ -123,10 +123,25 @@ def test_malformed_extractor_output_is_rejected():
         extract_features(make_store(), "bad")
 
 
-def test_unknown_spec_lists_valid_kinds(monkeypatch):
-    monkeypatch.setattr(features, "_PROVIDER_PACKAGES", ("deepclust_no_such_provider",))  # missing: skipped
-    with pytest.raises(DeepclustError, match="unknown feature spec 'nope'.*raw, pca"):
+def test_unknown_spec_lists_valid_kinds_including_lazily_imported_ones(monkeypatch):
+    # The real providers (trained runs, hf:) register on import; a missing package is skipped.
+    monkeypatch.setattr(features, "_PROVIDER_PACKAGES", features._PROVIDER_PACKAGES + ("deepclust_no_such_provider",))
+    with pytest.raises(DeepclustError, match="unknown feature spec 'nope'; valid kinds: raw, pca, .*hf:"):
         extract_features(make_store(), "nope")
+
+
+def test_progress_reaches_extractors_that_take_it_and_is_not_part_of_the_key():
+    seen = []
+
+    def with_progress(store, spec, *, device="cpu", batch_size=256, progress=True):
+        seen.append(progress)
+        return np.zeros((len(store.images), 2))
+
+    register_feature_kind(lambda s: s == "p", with_progress, name="p")
+    extract_features(make_store(), "p", progress=False)
+    extract_features(make_store(), "p", progress=True)  # cache hit: same key
+    assert seen == [False]
+    extract_features(make_store(), "raw", progress=False)  # raw takes no progress: not passed
 
 
 def test_provider_package_is_imported_when_no_kind_matches(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ that own them (imported lazily here, see `_PROVIDER_PACKAGES`). Every kind gets 
 cache of `deepclust.features.cache` for free.
 
 An extractor is called as ``extractor(store, spec, device=..., batch_size=..., **options)``
-and returns an ``(N, D)`` array. The cache key holds the extractor's options with its
+(plus ``progress=...`` if it takes that parameter) and returns an ``(N, D)`` array. The cache key holds the extractor's options with its
 defaults filled in, so only options that change the result should be parameters.
 """
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 _RUNTIME_ARGS = {"store", "spec", "device", "batch_size", "progress"}
 # Packages whose import registers more kinds (trained run directories, Hugging Face models).
 # Imported only when no registered kind matches, so `import deepclust.features` stays light.
-_PROVIDER_PACKAGES = ("deepclust.features.pretrained", "deepclust.models.pretrained", "deepclust.train")
+_PROVIDER_PACKAGES = ("deepclust.features.trained", "deepclust.features.pretrained")
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,11 @@ def _find_kind_in_providers(spec: str) -> FeatureKind | None:
     return None
 
 
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def _options(kind: FeatureKind, spec: str, kw: dict[str, Any]) -> dict[str, Any]:
     """The extractor's result-changing options with defaults filled in (the cache key)."""
     params = inspect.signature(kind.extractor).parameters
@@ -111,7 +116,7 @@ def _options(kind: FeatureKind, spec: str, kw: dict[str, Any]) -> dict[str, Any]
             f"it accepts: {', '.join(accepted) or 'none'}."
         )
     options = {n: p.default for n, p in params.items() if n in accepted and p.default is not inspect.Parameter.empty}
-    options.update(kw)
+    options.update({n: v for n, v in kw.items() if n not in _RUNTIME_ARGS})
     if kind.key_extra is not None:
         options["__extra__"] = kind.key_extra(spec)
     return options
@@ -124,6 +129,7 @@ def extract_features(
     device: str = "cpu",
     batch_size: int = 256,
     cache: bool = True,
+    progress: bool = True,
     **kw: Any,
 ) -> np.ndarray:
     """Features of every image in ``store``: ``(N, D)`` float32, finite.
@@ -135,6 +141,7 @@ def extract_features(
         device: torch device for model-based kinds.
         batch_size: images per forward pass / conversion chunk.
         cache: read and write ``$DEEPCLUST_CACHE/features/``; False recomputes and stores nothing.
+        progress: show a progress bar (passed to extractors that take ``progress``).
         **kw: options of the kind, e.g. ``pca_dim=50, whiten=True, seed=0`` for ``pca``.
 
     Raises:
@@ -157,6 +164,8 @@ def extract_features(
             log.info("features %s: cache hit %s", spec, path)
             return cached
 
+    if _accepts(kind.extractor, "progress"):
+        kw = {**kw, "progress": progress}
     features = kind.extractor(store, spec, device=device, batch_size=batch_size, **kw)
     features = np.asarray(features)
     if features.ndim != 2 or features.shape[0] != n_images:
