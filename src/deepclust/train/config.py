@@ -56,7 +56,7 @@ class TrainConfig:
     # runtime
     seed: int = 0
     device: str = "auto"                   # auto | cpu | cuda
-    num_workers: int = 1                   # background batch-prefetch threads (0: load in the loop)
+    num_workers: int = 1                   # >0: a background thread prefetches 2*num_workers batches; 0: load in the loop
     # monitoring and evaluation
     knn_every: int = 1                     # epochs between online k-NN evaluations (0: never)
     knn_k: int = 20
