@@ -1,0 +1,63 @@
+"""DeepClusterer: fit / predict / transform shapes, label consistency, input validation."""
+
+import numpy as np
+import pytest
+import torch
+
+from deepclust.errors import DataError, DeepclustError
+from deepclust.estimator import DeepClusterer, check_images
+
+from methods_helpers import pattern_images
+
+torch.set_num_threads(1)
+
+TINY = {"backbone": "small_cnn", "backbone_kwargs": {"widths": [8, 16], "convs_per_stage": 1},
+        "epochs": 2, "batch_size": 16, "lr": 0.01, "warmup_epochs": 0, "knn_every": 0,
+        "monitor_samples": 48, "num_workers": 0, "collapse_check": False,
+        "method_kwargs": {"out_dim": 16, "hidden_dim": 16, "bottleneck_dim": 8,
+                          "augment": {"n_local": 0, "global_scale": [0.6, 1.0], "flip": False,
+                                      "color_jitter": None, "grayscale_p": 0.0, "blur_p": 0.0,
+                                      "solarize_p": 0.0, "mean": "half"}}}
+
+
+def test_fit_predict_transform_shapes_and_consistency(tmp_path):
+    images, labels = pattern_images(12)
+    gray = images[..., 0]                                 # (N, 8, 8): grey input is accepted
+    model = DeepClusterer(method="dino", k=3, config=TINY, device="cpu", verbose=False,
+                          out_dir=tmp_path / "run")
+    assert model.fit(gray) is model
+    assert model.labels_.shape == (36,) and set(np.unique(model.labels_)) <= {0, 1, 2}
+    assert len(np.unique(model.labels_)) > 1
+    assert model.cluster_centers_.shape == (3, model.embeddings_.shape[1])
+    emb = model.transform(images)
+    assert emb.shape == model.embeddings_.shape
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(emb, model.embeddings_, atol=1e-5)       # grey == replicated RGB
+    assert np.array_equal(model.predict(images), model.labels_)
+    assert (tmp_path / "run" / "log.csv").is_file()
+    # float input in [0, 1] is the same image set
+    assert np.array_equal(model.predict(images.astype(np.float32) / 255.0), model.labels_)
+
+
+def test_fit_predict_without_out_dir_leaves_nothing_behind():
+    images, _ = pattern_images(6)
+    model = DeepClusterer(method="swav", k=3, config={**TINY, "method_kwargs": {
+        "n_prototypes": 6, "hidden_dim": 16, "out_dim": 8, "augment": TINY["method_kwargs"]["augment"]}},
+        device="cpu", verbose=False)
+    labels = model.fit_predict(images)
+    assert labels.shape == (18,) and model.run_dir_ is None
+
+
+def test_input_validation_messages():
+    with pytest.raises(DataError, match="square"):
+        check_images(np.zeros((2, 8, 6, 3), np.uint8))
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        check_images(np.full((2, 8, 8), 3.0))
+    with pytest.raises(DataError, match="shape"):
+        check_images(np.zeros((8, 8), np.uint8))
+    with pytest.raises(DataError, match="numpy array"):
+        check_images(42)
+    with pytest.raises(DeepclustError, match="not fitted"):
+        DeepClusterer().predict(np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(DataError, match="k=5"):
+        DeepClusterer(k=5, config=TINY, device="cpu", verbose=False).fit(np.zeros((3, 8, 8), np.uint8))
