@@ -15,9 +15,11 @@ place; `--resume` restarts the interrupted epoch from its beginning.
 
 DDP: the method is wrapped in DistributedDataParallel through a tiny module whose
 forward is `method.training_step`, so every parameter that needs a gradient is
-synchronised; parameters without gradients (EMA teachers) are not. Buffers are not
-broadcast (`broadcast_buffers=False`): queues are per-process on purpose and methods
-synchronise shared statistics (DINO's center) themselves. A method with parameters that
+synchronised; parameters without gradients (EMA teachers) are not. Buffers are synced
+from rank 0 once at start but not at every forward: queues are per-process on purpose and
+methods synchronise shared statistics (DINO's center) themselves. Checkpoints hold rank 0's
+buffers, so after a DDP resume every rank starts from rank 0's copy of per-process buffers
+(e.g. SwAV's queue); weights, optimiser state and each rank's RNG state resume exactly. A method with parameters that
 some steps do not use sets `ddp_find_unused_parameters = True`.
 """
 
@@ -184,8 +186,8 @@ def train(
     model: nn.Module = _StepModule(method)
     if is_dist():
         model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
-            find_unused_parameters=getattr(method, "ddp_find_unused_parameters", False))
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=getattr(method, "ddp_find_unused_parameters", False), **_no_buffer_sync())
     step_module = model.module if is_dist() else model
     step_module.step_ctx = ctx
 
@@ -238,6 +240,15 @@ def train(
         if logger is not None:
             logger.close()
     return out_dir
+
+
+def _no_buffer_sync() -> dict[str, bool]:
+    """DDP keyword that stops buffers being broadcast from rank 0 at every forward
+    (`forward_sync_buffers` in newer torch, `broadcast_buffers` before)."""
+    import inspect
+
+    params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
 
 
 def _warn_changed_settings(out_dir: Path, cfg: TrainConfig, world: int, state: dict[str, Any]) -> None:
