@@ -38,7 +38,7 @@ assert all_gather_cat(x).tolist() == [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]], all_g
 assert all_reduce_mean(torch.tensor([float(rank)])).item() == 0.5
 assert get_world_size() == 2
 cleanup()
-open(sys.argv[1] + f".rank{rank}.ok", "w").close()  # files, not prints: the two processes share stdout
+open(sys.argv[1] + f".rank{{rank}}.ok", "w").close()  # files, not prints: the two processes share stdout
 """
 
 
