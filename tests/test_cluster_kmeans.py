@@ -88,6 +88,7 @@ def test_n_equals_k_and_k_one():
     np.testing.assert_allclose(one.centroids[0], x.mean(0), atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:Number of distinct clusters")  # scikit-learn's own notice; expected here
 @pytest.mark.parametrize("backend", ["faiss", "sklearn"])
 def test_duplicate_points_leave_no_empty_cluster(backend):
     x = np.zeros((12, 4), dtype=np.float32)
