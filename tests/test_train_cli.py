@@ -54,7 +54,6 @@ def test_train_command_writes_run_then_resumes_and_serves_features(tmp_path, npz
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2"]
 
     # features of a trained run: the backbone applied to the images, weights from model.safetensors
-    import deepclust.features.trained  # noqa: F401  (registers the kind)
     from deepclust.data.store import load_images
     from deepclust.features import extract_features
 
