@@ -172,6 +172,8 @@ def cluster_store(
     labels = np.asarray(result.labels, dtype=np.int64)
     if balanced:
         points = _unit_rows(x) if spherical else x
+        # Cosine scores even for euclidean k-means: with -d^2 scores, a tight far-away cluster
+        # gives codes of ~1e-9 toward other centroids and Sinkhorn cannot rebalance it.
         labels = np.asarray(balanced_assign(points, result.centroids), dtype=np.int64)
     kmeans_done = time.perf_counter()
 
