@@ -206,3 +206,38 @@ def test_mixed_precision_steps_train_and_resume(tmp_path, amp):
         losses = [float(r["loss"]) for r in csv.DictReader(fh)]
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert not torch.allclose(weights(tmp_path / "run")["backbone.weight"], fresh_method(0).backbone.weight)
+
+
+def _features(run_dir, images: np.ndarray) -> np.ndarray:
+    w = weights(run_dir)
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float().div(255).flatten(1)
+    return (x @ w["backbone.weight"].T + w["backbone.bias"]).numpy()
+
+
+@pytest.mark.parametrize("train_labelled", [True, False])
+def test_online_knn_uses_the_separate_eval_store(tmp_path, train_labelled):
+    """The logged knn_acc equals k-NN computed directly from the saved weights. The eval
+    labels are random, so the accuracy depends on exactly which images are bank and queries."""
+    import csv
+
+    from deepclust.evaluate.knn import knn_accuracy
+
+    both = toy_store(104, seed=0)
+    store = SimpleNamespace(images=both.images[:64], labels=both.labels[:64] if train_labelled else None)
+    eval_store = SimpleNamespace(images=both.images[64:], labels=np.random.default_rng(5).integers(0, 4, 40))
+    cfg = toy_cfg(epochs=1, knn_every=1, knn_k=5)
+    run = train(cfg, store, tmp_path / "run", method=fresh_method(0), eval_store=eval_store, progress=False)
+    with open(run / "log.csv") as fh:
+        logged = float(next(csv.DictReader(fh))["knn_acc"])
+    feats = _features(run, eval_store.images)
+    if train_labelled:  # bank: the training store, queries: the eval store
+        expected = knn_accuracy(_features(run, store.images), store.labels, feats, eval_store.labels, k=5, T=0.07)
+    else:  # unlabelled training store: a seeded 80/20 split of the eval store
+        rng = np.random.default_rng([cfg.seed, 7919])
+        rng.choice(64, 64, replace=False)  # the monitor's subsample of the training store comes first
+        idx = rng.permutation(40)
+        bank, queries = np.sort(idx[:32]), np.sort(idx[32:])
+        expected = knn_accuracy(feats[bank], eval_store.labels[bank], feats[queries], eval_store.labels[queries],
+                                k=5, T=0.07)
+    assert 0.0 < expected < 1.0
+    assert logged == pytest.approx(expected, abs=1e-5)
