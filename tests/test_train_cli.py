@@ -68,6 +68,15 @@ def test_train_command_writes_run_then_resumes_and_serves_features(tmp_path, npz
     with pytest.raises(DataError, match="trained on 8px"):
         extract_features(other_size, str(run), cache=False)
 
+    # `cluster --model RUN` takes the run's working size from its config.json: a source of
+    # 16 px images is brought down to the 8 px the run was trained on, with no --size.
+    big = tmp_path / "big.npz"
+    np.savez(big, images=np.repeat(np.repeat(store.images, 2, axis=1), 2, axis=2), labels=store.labels)
+    out = tmp_path / "clusters"
+    assert main(["cluster", str(big), "--model", str(run), "--k", "4", "--out", str(out),
+                 "--no-report", "--quiet"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["n_images"] == 64
+
 
 def test_train_command_errors_are_clear(tmp_path, npz_source, capsys):
     path, _ = npz_source

@@ -121,12 +121,25 @@ def cluster_source(
             resolve_model_dir(spec)
     # Pretrained ViTs resize to ~224 px themselves; keep enough pixels in the store for them.
     max_size = PRETRAINED_MAX_SIZE if model and model.startswith("hf:") else DEFAULT_MAX_SIZE
+    if size is None and model and not model.startswith("hf:"):
+        size = _trained_run_image_size(model)
     store = load_images(source, size=size, max_size=max_size, progress=progress)
     return cluster_store(
         store, k=k, out_dir=out_dir, features=features, model=model, seed=seed, n_init=n_init,
         spherical=spherical, balanced=balanced, pca_dim=pca_dim, device=device, report=report,
         namer=namer, vocab=vocab, progress=progress,
     )
+
+
+def _trained_run_image_size(run_dir: str) -> int | None:
+    """The working size a trained run expects (its config.json), so `--size` is optional."""
+    config = Path(run_dir) / "config.json"
+    if not config.is_file():
+        return None  # not a run directory: extract_features will say what is wrong
+    try:
+        return int(json.loads(config.read_text())["image_size"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def cluster_store(
