@@ -61,3 +61,14 @@ def test_input_validation_messages():
         DeepClusterer().predict(np.zeros((2, 8, 8), np.uint8))
     with pytest.raises(DataError, match="k=5"):
         DeepClusterer(k=5, config=TINY, device="cpu", verbose=False).fit(np.zeros((3, 8, 8), np.uint8))
+
+
+def test_whitener_decorrelates_training_embeddings():
+    from deepclust.estimator import Whitener
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(300, 5)) @ rng.normal(size=(5, 5)) + 3).astype(np.float32)
+    w = Whitener.fit(x, 3)
+    white = (x - w.mean) @ w.projection
+    assert np.allclose(np.cov(white, rowvar=False), np.eye(3), atol=1e-3)
+    assert np.allclose(np.linalg.norm(w(x), axis=1), 1.0, atol=1e-5)
