@@ -28,3 +28,21 @@ def test_sobel_input_channels():
     assert method_in_chans("deepcluster", sobel=True) == 2
     assert method_in_chans("dino", augment={"sobel": True}) == 2
     assert method_in_chans("swav") == 3
+
+
+def test_every_recipe_in_configs_builds_its_method():
+    """The recipes are read by TrainConfig and every method_kwargs entry is accepted."""
+    from pathlib import Path
+
+    from deepclust.train.builder import build_method_from_config
+    from deepclust.train.config import TrainConfig
+
+    recipes = sorted(Path(__file__).resolve().parents[1].glob("configs/*_*.yaml"))
+    names = {p.stem for p in recipes}
+    assert {"digits_deepcluster", "digits_swav", "digits_dino"} <= names
+    for path in recipes:
+        cfg = TrainConfig.load(path)
+        if cfg.method not in ("deepcluster", "swav", "dino"):
+            continue      # other helpers' methods
+        method = build_method_from_config(cfg)
+        assert method.name == cfg.method, path.name
