@@ -124,8 +124,10 @@ class DeepClusterer:
         out_dir: where the run (checkpoints, log.csv) is written; a temporary folder that
             is removed after ``fit`` when None.
         verbose: progress bars.
-        whiten_dim: PCA-whitening dimension before k-means (None: plain L2-normalised
-            embeddings).
+        whiten_dim: PCA-whitening dimension before k-means; None: plain L2-normalised
+            embeddings; "auto": 24 for swav/dino, None for deepcluster (its embeddings are
+            trained for k-means on whitened features already and whitening them again hurt:
+            digits ACC 0.94 -> 0.78).
         **method_kwargs: the method's hyper-parameters (merged over the recipe's).
 
     Attributes after ``fit``: ``labels_ (N,)``, ``cluster_centers_ (k, D)``,
@@ -136,7 +138,7 @@ class DeepClusterer:
     def __init__(self, method: str = "dino", k: int = 10, backbone: str | None = None, *,
                  epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
                  config: str | Path | dict | None = None, device: str = "auto", random_state: int = 0,
-                 out_dir: str | Path | None = None, verbose: bool = True, whiten_dim: int | None = 24,
+                 out_dir: str | Path | None = None, verbose: bool = True, whiten_dim: int | str | None = "auto",
                  **method_kwargs: Any):
         self.method = method
         self.k = k
@@ -216,7 +218,8 @@ class DeepClusterer:
         self.config_ = cfg
         self.run_dir_ = Path(self.out_dir) if self.out_dir is not None else None
         self.embeddings_ = self._embed(store.images)
-        self.whitener_ = Whitener.fit(self.embeddings_, self.whiten_dim) if self.whiten_dim else None
+        dim = self._whiten_dim(cfg.method)
+        self.whitener_ = Whitener.fit(self.embeddings_, dim) if dim else None
         result = kmeans(self._cluster_space(self.embeddings_), int(self.k), n_init=10, seed=cfg.seed)
         self.labels_ = result.labels
         self.cluster_centers_ = result.centroids
@@ -235,6 +238,13 @@ class DeepClusterer:
         from deepclust.cluster import assign_to_centroids
 
         return assign_to_centroids(self._cluster_space(self.transform(x)), self.cluster_centers_)
+
+    def _whiten_dim(self, method: str) -> int | None:
+        if self.whiten_dim == "auto":
+            return None if method == "deepcluster" else 24
+        if self.whiten_dim is not None and (not isinstance(self.whiten_dim, (int, np.integer)) or self.whiten_dim < 1):
+            raise DeepclustError(f"whiten_dim must be a positive int, None or 'auto', got {self.whiten_dim!r}")
+        return self.whiten_dim
 
     def _cluster_space(self, emb: np.ndarray) -> np.ndarray:
         return self.whitener_(emb) if self.whitener_ is not None else emb
