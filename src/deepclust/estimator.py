@@ -12,10 +12,10 @@ pre-processing; ``whiten_dim``) and runs k-means (``deepclust.cluster.kmeans``) 
 
 Why whiten: self-supervised embeddings of small images have a few high-variance directions
 that are not about the classes (stroke width, contrast); k-means follows them. On the
-digits, k-means ACC on the L2-normalised embeddings of a SwAV small CNN was 0.68, after
-whitening to 24 dimensions 0.90 (benchmarks/results/methods.md), while k-NN accuracy, which
-does not care, was 0.93 either way. Too many whitened dimensions hurt (64: 0.60): the
-low-variance directions are mostly noise once scaled up.
+digits, k-means ACC on the L2-normalised embeddings of a SwAV small CNN was 0.73-0.76, after
+whitening to 24 dimensions 0.86-0.90 (benchmarks/results/methods.md), while k-NN accuracy,
+which does not care, was about 0.96 either way. Too many whitened dimensions hurt (64: 0.60):
+the low-variance directions are mostly noise once scaled up.
 """
 
 from __future__ import annotations
