@@ -78,3 +78,38 @@ def test_teacher_receives_no_gradient_and_student_does():
 def test_needs_two_student_views():
     with pytest.raises(ValueError, match="student"):
         DINOLoss(4)([torch.zeros(2, 4)], [torch.zeros(2, 4)], epoch=0)
+
+
+def _center_worker(rank, world, port, rows, out_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        loss = DINOLoss(3, center_momentum=0.5)
+        loss.update_center(rows[rank])
+        if rank == 0:
+            torch.save(loss.center.clone(), out_path)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_center_update_reduces_over_processes_like_one_big_batch(tmp_path):
+    """Two gloo processes with unequal batches (3 and 1 rows) get the center one process
+    would get from the 4 rows together: the sum and the count are all-reduced."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    g = torch.Generator().manual_seed(7)
+    rows = [torch.randn(3, 3, generator=g), torch.randn(1, 3, generator=g)]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "center.pt"
+    mp.spawn(_center_worker, args=(2, port, rows, str(out)), nprocs=2, join=True)
+    single = DINOLoss(3, center_momentum=0.5)
+    single.update_center(torch.cat(rows))
+    assert torch.allclose(torch.load(out), single.center, atol=1e-6)
+    # ... which differs from averaging the two per-process means.
+    naive = 0.5 * (rows[0].mean(0) + rows[1].mean(0)) * 0.5
+    assert not torch.allclose(single.center[0], naive)
