@@ -241,3 +241,19 @@ def test_online_knn_uses_the_separate_eval_store(tmp_path, train_labelled):
                                 k=5, T=0.07)
     assert 0.0 < expected < 1.0
     assert logged == pytest.approx(expected, abs=1e-5)
+
+
+def test_torch_threads_applies_during_training_and_is_restored(tmp_path):
+    class ThreadRecorder(ToyMethod):
+        def after_optimizer_step(self, ctx):
+            super().after_optimizer_step(ctx)
+            self.seen_threads.add(torch.get_num_threads())
+
+    method = ThreadRecorder()
+    method.seen_threads = set()
+    torch.set_num_threads(2)  # the autouse fixture restores the session's count afterwards
+    train(toy_cfg(epochs=1, torch_threads=1), toy_store(), tmp_path / "run", method=method, progress=False)
+    assert method.seen_threads == {1}
+    assert torch.get_num_threads() == 2
+    with pytest.raises(DeepclustError, match="torch_threads"):
+        toy_cfg(torch_threads=-1)

@@ -57,6 +57,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"                   # auto | cpu | cuda
     num_workers: int = 1                   # >0: a background thread prefetches 2*num_workers batches; 0: load in the loop
+    # CPU threads for torch during the run (0: torch's default, all cores). Tiny models on
+    # 8-16 px images run faster on 1: each op is too small to split, and a second thread
+    # contends with anything else on the machine (digits: 23 s on 1 thread, 200 s on 2 with
+    # another job running). Restored when train() returns.
+    torch_threads: int = 0
     # monitoring and evaluation
     knn_every: int = 1                     # epochs between online k-NN evaluations (0: never)
     knn_k: int = 20
@@ -88,6 +93,8 @@ class TrainConfig:
             problems.append(f"k must be >= 1 (got {self.k})")
         if self.warmup_epochs < 0:
             problems.append(f"warmup_epochs must be >= 0 (got {self.warmup_epochs})")
+        if self.torch_threads < 0:
+            problems.append(f"torch_threads must be >= 0 (got {self.torch_threads}; 0 = torch's default)")
         if problems:
             raise DeepclustError("invalid training config: " + "; ".join(problems))
 

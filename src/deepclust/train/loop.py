@@ -141,7 +141,20 @@ def train(
 
     `method` may be passed ready-built (library use, tests); otherwise it is built from cfg.
     Raises CollapseError / NonFiniteLossError after saving the last good checkpoint.
+    Runs with `cfg.torch_threads` CPU threads when set, and restores the caller's count.
     """
+    previous_threads = torch.get_num_threads()
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    try:
+        return _train(cfg, store, out_dir, resume=resume, progress=progress,
+                      eval_store=eval_store, method=method)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(cfg: TrainConfig, store: Any, out_dir: str | Path, *, resume: bool, progress: bool,
+           eval_store: Any | None, method: nn.Module | None) -> Path:
     out_dir = Path(out_dir)
     device = init_from_env(cfg.device)
     rank, world = get_rank(), get_world_size()
