@@ -153,19 +153,11 @@ def apply_set(d: dict[str, Any], item: str) -> None:
 
 
 def config_dirs() -> list[Path]:
-    """Where bare recipe names are looked up: the installed package's `deepclust/configs`
-    (package data), then the repository's top-level `configs/` (editable installs)."""
-    dirs = []
-    try:
-        pkg = importlib.resources.files("deepclust") / "configs"
-        if pkg.is_dir():
-            dirs.append(Path(str(pkg)))
-    except (ModuleNotFoundError, TypeError):
-        pass
-    repo = Path(__file__).resolve().parents[3] / "configs"
-    if repo.is_dir():
-        dirs.append(repo)
-    return dirs
+    """Where bare recipe names are looked up: the package's `deepclust/configs` (package
+    data, so installed copies have the recipes too; the repository's top-level `configs`
+    is a link to it)."""
+    pkg = importlib.resources.files("deepclust") / "configs"
+    return [Path(str(pkg))] if pkg.is_dir() else []
 
 
 def resolve_config_path(recipe: str | Path) -> Path:
