@@ -33,7 +33,8 @@ def test_train_command_writes_run_then_resumes_and_serves_features(tmp_path, npz
     common = ["--no-progress"]
     rc = main(["train", "--method", "test_train_resume:make_toy", "--data", str(path), "--out", str(run),
                "--epochs", "1", "--batch-size", "16", "--size", "8", "--device", "cpu", "--k", "4",
-               "--set", "monitor_samples=64", "--set", "knn_k=5", "--set", "method_kwargs.dim=8"] + common)
+               "--set", "monitor_samples=64", "--set", "knn_k=5", "--set", "method_kwargs.dim=8",
+               "--set", "cluster_whiten_dim=4"] + common)
     assert rc == 0
     assert "64 images -> " in capsys.readouterr().out
     metrics = json.loads((run / "metrics.json").read_text())
@@ -75,7 +76,14 @@ def test_train_command_writes_run_then_resumes_and_serves_features(tmp_path, npz
     out = tmp_path / "clusters"
     assert main(["cluster", str(big), "--model", str(run), "--k", "4", "--out", str(out),
                  "--no-report", "--quiet"]) == 0
-    assert json.loads((out / "metrics.json").read_text())["n_images"] == 64
+    clustered = json.loads((out / "metrics.json").read_text())
+    assert clustered["n_images"] == 64
+    # ... and clusters the way the run's recipe says: features whitened to 4 dims, as the
+    # final clustering of the run itself did; --whiten 0 turns it off.
+    assert clustered["whiten_dim"] == 4 and metrics["whiten_dim"] == 4
+    assert main(["cluster", str(big), "--model", str(run), "--k", "4", "--out", str(out),
+                 "--whiten", "0", "--no-report", "--quiet"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["whiten_dim"] == 0
 
 
 def test_train_command_errors_are_clear(tmp_path, npz_source, capsys):

@@ -10,12 +10,8 @@ pre-processing; ``whiten_dim``) and runs k-means (``deepclust.cluster.kmeans``) 
 ``labels_`` are the k-means labels, ``cluster_centers_`` the centroids in that space,
 ``predict`` the nearest centroid.
 
-Why whiten: self-supervised embeddings of small images have a few high-variance directions
-that are not about the classes (stroke width, contrast); k-means follows them. On the
-digits, k-means ACC on the L2-normalised embeddings of a SwAV small CNN was 0.73-0.76, after
-whitening to 24 dimensions 0.86-0.90 (benchmarks/results/methods.md), while k-NN accuracy,
-which does not care, was about 0.96 either way. Too many whitened dimensions hurt (64: 0.60):
-the low-variance directions are mostly noise once scaled up.
+Why whiten: see ``deepclust.cluster.whiten`` (measured on digits: SwAV/DINO embeddings
+cluster far better whitened to 24 dimensions; DeepCluster's do not need it).
 """
 
 from __future__ import annotations
@@ -29,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from deepclust.cluster.whiten import Whitener
 from deepclust.errors import DataError, DeepclustError
 
 log = logging.getLogger(__name__)
@@ -84,31 +81,6 @@ def check_images(x: Any, name: str = "x") -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-@dataclass
-class Whitener:
-    """PCA whitening fitted on training embeddings, then L2-normalisation of the rows
-    (``deepclust.methods.deepcluster.pca_whiten`` as a fitted transform for new data)."""
-
-    mean: np.ndarray        # (D,)
-    projection: np.ndarray  # (D, d): principal axes divided by their standard deviations
-
-    @classmethod
-    def fit(cls, x: np.ndarray, dim: int, eps: float = 1e-5) -> "Whitener":
-        x = np.asarray(x, dtype=np.float64)
-        mean = x.mean(axis=0)
-        xc = x - mean
-        dim = max(1, min(int(dim), x.shape[1], x.shape[0] - 1))
-        eigval, eigvec = np.linalg.eigh(xc.T @ xc / max(1, len(x) - 1))
-        order = np.argsort(eigval)[::-1][:dim]
-        projection = eigvec[:, order] / np.sqrt(np.maximum(eigval[order], 0.0) + eps)
-        return cls(mean.astype(np.float32), projection.astype(np.float32))
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        from deepclust.cluster import l2_normalize
-
-        return l2_normalize((np.asarray(x, np.float32) - self.mean) @ self.projection)
-
-
 class DeepClusterer:
     """Train ``method`` on images, then cluster them into ``k`` groups.
 
@@ -125,9 +97,9 @@ class DeepClusterer:
             is removed after ``fit`` when None.
         verbose: progress bars.
         whiten_dim: PCA-whitening dimension before k-means; None: plain L2-normalised
-            embeddings; "auto": 24 for swav/dino, None for deepcluster (its embeddings are
-            trained for k-means on whitened features already and whitening them again hurt:
-            digits ACC 0.94 -> 0.78).
+            embeddings; "auto": the recipe's ``cluster_whiten_dim`` (24 in digits_swav and
+            digits_dino; none for DeepCluster, whose embeddings are trained on whitened
+            k-means already: whitening again lowered digits ACC 0.94 -> 0.78).
         **method_kwargs: the method's hyper-parameters (merged over the recipe's).
 
     Attributes after ``fit``: ``labels_ (N,)``, ``cluster_centers_ (k, D)``,
@@ -218,7 +190,7 @@ class DeepClusterer:
         self.config_ = cfg
         self.run_dir_ = Path(self.out_dir) if self.out_dir is not None else None
         self.embeddings_ = self._embed(store.images)
-        dim = self._whiten_dim(cfg.method)
+        dim = self._whiten_dim(cfg)
         self.whitener_ = Whitener.fit(self.embeddings_, dim) if dim else None
         result = kmeans(self._cluster_space(self.embeddings_), int(self.k), n_init=10, seed=cfg.seed)
         self.labels_ = result.labels
@@ -239,9 +211,9 @@ class DeepClusterer:
 
         return assign_to_centroids(self._cluster_space(self.transform(x)), self.cluster_centers_)
 
-    def _whiten_dim(self, method: str) -> int | None:
+    def _whiten_dim(self, cfg) -> int | None:
         if self.whiten_dim == "auto":
-            return None if method == "deepcluster" else 24
+            return cfg.cluster_whiten_dim or None  # the recipe's choice
         if self.whiten_dim is not None and (not isinstance(self.whiten_dim, (int, np.integer)) or self.whiten_dim < 1):
             raise DeepclustError(f"whiten_dim must be a positive int, None or 'auto', got {self.whiten_dim!r}")
         return self.whiten_dim
@@ -273,4 +245,4 @@ class DeepClusterer:
         return f"DeepClusterer(method={self.method!r}, k={self.k}, backbone={self.backbone!r})"
 
 
-__all__ = ["DeepClusterer", "Whitener", "check_images"]
+__all__ = ["DeepClusterer", "Whitener", "check_images"]  # Whitener re-exported

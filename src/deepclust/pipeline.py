@@ -95,6 +95,7 @@ def cluster_source(
     spherical: bool | None = None,
     balanced: bool = False,
     pca_dim: int = DEFAULT_PCA_DIM,
+    whiten_dim: int | None = None,
     device: str = "auto",
     report: bool = True,
     namer: str | None = None,
@@ -104,7 +105,9 @@ def cluster_source(
     """Load `source` (folder, ``.npz``, ``digits``, known set) and cluster it into `k` groups.
 
     `model` (a trained run directory or ``hf:<id>``) takes precedence over `features`
-    (``raw`` or ``pca``). `spherical=None` means: cosine k-means for learned features,
+    (``raw`` or ``pca``). `whiten_dim` PCA-whitens learned features before k-means
+    (``deepclust.cluster.whiten``); None takes a trained run's ``cluster_whiten_dim``, 0 turns
+    it off. `spherical=None` means: cosine k-means for learned features,
     Euclidean for pixels. `namer` (``hf:<CLIP id or dir>``) names each cluster with the best
     entries of `vocab` (built-in name, text file or ``"a,b,c"``; see `deepclust.naming`).
     Raises `DeepclustError` for a bad `k` or an unusable source.
@@ -122,24 +125,27 @@ def cluster_source(
     # Pretrained ViTs resize to ~224 px themselves; keep enough pixels in the store for them.
     max_size = PRETRAINED_MAX_SIZE if model and model.startswith("hf:") else DEFAULT_MAX_SIZE
     if size is None and model and not model.startswith("hf:"):
-        size = _trained_run_image_size(model)
+        size = _trained_run_config(model).get("image_size")
     store = load_images(source, size=size, max_size=max_size, progress=progress)
     return cluster_store(
         store, k=k, out_dir=out_dir, features=features, model=model, seed=seed, n_init=n_init,
-        spherical=spherical, balanced=balanced, pca_dim=pca_dim, device=device, report=report,
+        spherical=spherical, balanced=balanced, pca_dim=pca_dim, whiten_dim=whiten_dim,
+        device=device, report=report,
         namer=namer, vocab=vocab, progress=progress,
     )
 
 
-def _trained_run_image_size(run_dir: str) -> int | None:
-    """The working size a trained run expects (its config.json), so `--size` is optional."""
+def _trained_run_config(run_dir: str) -> dict:
+    """A trained run's config.json (its working size and k-means whitening make `--size`
+    and `--whiten` optional), or {} when `run_dir` is not a run directory."""
     config = Path(run_dir) / "config.json"
     if not config.is_file():
-        return None  # not a run directory: extract_features will say what is wrong
+        return {}  # extract_features will say what is wrong with the model spec
     try:
-        return int(json.loads(config.read_text())["image_size"])
-    except (ValueError, KeyError, TypeError):
-        return None
+        data = json.loads(config.read_text())
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def cluster_store(
@@ -154,6 +160,7 @@ def cluster_store(
     spherical: bool | None = None,
     balanced: bool = False,
     pca_dim: int = DEFAULT_PCA_DIM,
+    whiten_dim: int | None = None,
     device: str = "auto",
     report: bool = True,
     namer: str | None = None,
@@ -162,7 +169,7 @@ def cluster_store(
     title: str | None = None,
 ) -> ClusterResult:
     """Cluster an already loaded `ImageStore` (see `cluster_source` for the arguments)."""
-    from deepclust.cluster import balanced_assign, kmeans
+    from deepclust.cluster import balanced_assign, kmeans, pca_whiten
     from deepclust.features import extract_features
 
     start = time.perf_counter()
@@ -180,7 +187,12 @@ def cluster_store(
     extra = {"pca_dim": pca_dim} if spec == "pca" else {}
     x = extract_features(store, spec, device=resolve_device(device), cache=True, **extra)
     features_done = time.perf_counter()
-    log.info("k-means: k=%d, n_init=%d, %s", k, n_init, "cosine" if spherical else "euclidean")
+    if whiten_dim is None:  # a trained run's recipe says how its embeddings cluster best
+        whiten_dim = int(_trained_run_config(model).get("cluster_whiten_dim", 0)) if model else 0
+    if whiten_dim:
+        x = pca_whiten(x, whiten_dim)
+    log.info("k-means: k=%d, n_init=%d, %s%s", k, n_init, "cosine" if spherical else "euclidean",
+             f", features whitened to {x.shape[1]} dims" if whiten_dim else "")
     result = kmeans(x, k, n_init=n_init, seed=seed, spherical=spherical)
     labels = np.asarray(result.labels, dtype=np.int64)
     if balanced:
@@ -210,6 +222,7 @@ def cluster_store(
         "k": k,
         "features": spec,
         "spherical": bool(spherical),
+        "whiten_dim": int(whiten_dim),
         "balanced": bool(balanced),
         "seed": seed,
         "n_init": n_init,

@@ -1,10 +1,11 @@
 """Clustering of feature matrices: k-means (faiss / scikit-learn), SwAV's Sinkhorn-Knopp,
-balanced assignment and DeepCluster's empty-cluster repair."""
+balanced assignment, DeepCluster's empty-cluster repair and PCA whitening."""
 
 from deepclust.cluster.kmeans import KMeansResult, assign_to_centroids, kmeans, l2_normalize
 from deepclust.cluster.repair import repair_empty_clusters
 from deepclust.cluster.sinkhorn import balanced_assign, sinkhorn_knopp
 from deepclust.cluster.validation import InvalidInputError
+from deepclust.cluster.whiten import Whitener, cluster_space, pca_whiten
 
 __all__ = [
     "KMeansResult",
@@ -15,4 +16,7 @@ __all__ = [
     "sinkhorn_knopp",
     "balanced_assign",
     "InvalidInputError",
+    "Whitener",
+    "pca_whiten",
+    "cluster_space",
 ]

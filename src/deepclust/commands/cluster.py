@@ -44,6 +44,9 @@ def register(subparsers) -> None:
                    help="embed with a trained run directory or a pretrained model (overrides --features)")
     p.add_argument("--pca-dim", type=int, default=None, metavar="D",
                    help="dimensions kept by --features pca (default: 50)")
+    p.add_argument("--whiten", type=int, default=None, metavar="D", dest="whiten_dim",
+                   help="PCA-whiten learned features to D dims before k-means (0: off; "
+                        "default: the trained run's recipe setting, else off)")
     p.add_argument("--size", type=int, default=None, metavar="S",
                    help="working image size in pixels (default: chosen from the source, at most 96)")
     p.add_argument("--seed", type=int, default=0, help="random seed for k-means (default: 0)")
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         features=args.features,
         model=args.model,
         size=args.size,
+        whiten_dim=args.whiten_dim,
         seed=args.seed,
         n_init=args.n_init,
         balanced=args.balanced,

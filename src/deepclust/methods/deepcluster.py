@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from sklearn.metrics import normalized_mutual_info_score
 
-from deepclust.cluster import kmeans
+from deepclust.cluster import kmeans, pca_whiten
 from deepclust.losses.deepcluster import DeepClusterLoss, inverse_size_weights
 from deepclust.methods.base import Method
 from deepclust.methods.common import MethodConfigError, build_views, check_backbone, eval_transform_for
@@ -39,21 +39,6 @@ from deepclust.models.heads import ClassifierHead
 from deepclust.train.context import TrainContext
 
 SAMPLINGS = ("uniform", "weighted", "shuffle")
-
-
-def pca_whiten(x: np.ndarray, dim: int, eps: float = 1e-5) -> np.ndarray:
-    """Centre, project on the top ``dim`` principal axes, divide each axis by its standard
-    deviation, then L2-normalise rows (DeepCluster's ``preprocess_features``).
-    ``(N, D) -> (N, min(dim, D, N - 1))`` float32."""
-    x = np.asarray(x, dtype=np.float64)
-    x = x - x.mean(axis=0, keepdims=True)
-    dim = max(1, min(int(dim), x.shape[1], x.shape[0] - 1))
-    cov = x.T @ x / max(1, x.shape[0] - 1)
-    eigval, eigvec = np.linalg.eigh(cov)                 # ascending order
-    order = np.argsort(eigval)[::-1][:dim]
-    proj = x @ eigvec[:, order] / np.sqrt(np.maximum(eigval[order], 0.0) + eps)
-    proj /= np.maximum(np.linalg.norm(proj, axis=1, keepdims=True), 1e-12)
-    return proj.astype(np.float32)
 
 
 def uniform_cluster_indices(labels: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:

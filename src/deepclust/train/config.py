@@ -36,6 +36,7 @@ class TrainConfig:
     backbone: str = "small_cnn"
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     k: int = 10                            # number of clusters (heads, k-means, metrics)
+    cluster_whiten_dim: int = 0            # final k-means on embeddings PCA-whitened to this many dims (0: L2 only); see deepclust.cluster.whiten
     # data
     data: str = ""                         # source spec for deepclust.data.store.load_images
     image_size: int = 32                   # working size S of the store
@@ -93,6 +94,8 @@ class TrainConfig:
             problems.append(f"k must be >= 1 (got {self.k})")
         if self.warmup_epochs < 0:
             problems.append(f"warmup_epochs must be >= 0 (got {self.warmup_epochs})")
+        if self.cluster_whiten_dim < 0:
+            problems.append(f"cluster_whiten_dim must be >= 0 (got {self.cluster_whiten_dim}; 0 = no whitening)")
         if self.torch_threads < 0:
             problems.append(f"torch_threads must be >= 0 (got {self.torch_threads}; 0 = torch's default)")
         if problems:

@@ -1,7 +1,8 @@
 """After training: embed the whole store, cluster it, evaluate, and write the results.
 
 Writes into the run directory:
-  assignments.csv  path, cluster (k-means on L2-normalised backbone features), label (true class, if known)
+  assignments.csv  path, cluster (k-means on the backbone features, PCA-whitened to
+                   cfg.cluster_whiten_dim dims when set, L2-normalised), label (true class, if known)
   metrics.json     k, n_images, cluster_sizes; with labels: acc, acc_many_to_one, nmi, ari,
                    knn_acc (seeded 80/20 split); with a k-way head: head_acc, head_nmi, head_ari,
                    head_n_clusters_used (argmax of `method.cluster_logits`)
@@ -31,15 +32,16 @@ def _l2(x: np.ndarray) -> np.ndarray:
 def finalize_run(method: nn.Module, store: Any, out_dir: str | Path, cfg: TrainConfig, *,
                  device: str | torch.device = "cpu", progress: bool = True) -> dict[str, Any]:
     """Cluster the store with the trained method; write assignments.csv and metrics.json."""
-    from deepclust.cluster.kmeans import kmeans
+    from deepclust.cluster import cluster_space, kmeans
 
     out_dir = Path(out_dir)
     emb, logits = embed_images(method, store.images, device=device, batch_size=max(256, cfg.batch_size),
                                with_logits=True, progress=progress, desc="embed store")
     features = _l2(emb)
-    pred = kmeans(features, min(cfg.k, len(features)), seed=cfg.seed).labels
+    pred = kmeans(cluster_space(emb, cfg.cluster_whiten_dim), min(cfg.k, len(features)), seed=cfg.seed).labels
     metrics: dict[str, Any] = {
         "method": cfg.method, "backbone": cfg.backbone, "k": cfg.k, "n_images": int(len(pred)),
+        "whiten_dim": cfg.cluster_whiten_dim,
         "embed_dim": int(emb.shape[1]), "cluster_sizes": np.bincount(pred, minlength=cfg.k).tolist(),
     }
     labels = getattr(store, "labels", None)
