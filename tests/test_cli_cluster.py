@@ -106,6 +106,7 @@ def test_unlabelled_folder_has_sizes_but_no_scores(tmp_path):
     assert sorted(metrics["cluster_sizes"]) == [3, 4] and metrics["n_images"] == 7
     rows = _read_csv(out / "assignments.csv")
     assert list(rows[0]) == ["path", "cluster"]
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(Path(p).name for p in paths)
     by_colour = {}
     for r in rows:
         by_colour.setdefault(Path(r["path"]).name[0], set()).add(r["cluster"])

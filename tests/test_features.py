@@ -1,6 +1,5 @@
 """Feature extraction: raw/pca, the kind registry and the on-disk cache."""
 
-import os
 
 import numpy as np
 import pytest

@@ -7,30 +7,14 @@ import torch
 
 from deepclust.cluster import sinkhorn_knopp
 from deepclust.losses import SwAVLoss
-
-
-def _naive_sinkhorn(scores, eps, iters):
-    """SwAV's Algorithm 1 written out with Python loops (K x B matrix Q)."""
-    B, K = scores.shape
-    Q = [[math.exp(float(scores[b, k]) / eps) for b in range(B)] for k in range(K)]
-    total = sum(sum(r) for r in Q)
-    Q = [[v / total for v in r] for r in Q]
-    for _ in range(iters):
-        for k in range(K):
-            s = sum(Q[k])
-            Q[k] = [v / s / K for v in Q[k]]
-        for b in range(B):
-            s = sum(Q[k][b] for k in range(K))
-            for k in range(K):
-                Q[k][b] = Q[k][b] / s / B
-    return torch.tensor([[Q[k][b] * B for k in range(K)] for b in range(B)], dtype=torch.float64)
+from reference_sinkhorn import naive_swav_sinkhorn
 
 
 def _naive_swav(scores, tau, eps, iters, assign):
     V = len(scores)
     total = 0.0
     for i in assign:
-        q = _naive_sinkhorn(scores[i], eps, iters)
+        q = naive_swav_sinkhorn(scores[i], eps, iters)
         sub = 0.0
         for j in range(V):
             if j == i:
@@ -69,7 +53,7 @@ def test_codes_have_equipartition_marginals_and_no_gradient():
     assert torch.allclose(q.sum(dim=1), torch.ones(40, dtype=q.dtype), atol=1e-5)
     # Each prototype receives B/K of the mass (after enough iterations).
     assert torch.allclose(q.sum(dim=0), torch.full((4,), 10.0, dtype=q.dtype), atol=1e-2)
-    assert torch.allclose(q.double(), _naive_sinkhorn(scores.detach(), 0.05, 50), atol=1e-6)
+    assert torch.allclose(q.double(), naive_swav_sinkhorn(scores.detach(), 0.05, 50), atol=1e-6)
 
 
 def test_queue_scores_change_the_codes_only_for_the_batch_rows():

@@ -5,7 +5,6 @@ import copy
 import csv
 
 import numpy as np
-import pytest
 import torch
 
 from deepclust.cluster import kmeans

@@ -3,7 +3,6 @@
 import csv
 
 import numpy as np
-import pytest
 import torch
 
 from deepclust.cluster import kmeans

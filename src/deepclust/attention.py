@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from deepclust.errors import DeepclustError
 
