@@ -29,7 +29,7 @@ def test_demo_trains_then_prints_all_runs_side_by_side_and_writes_the_report(tmp
     # The trained run: a checkpoint in out/model whose features were clustered.
     assert (out / "model" / "model.safetensors").is_file() and (out / "model" / "state.json").is_file()
     assert json.loads((out / "trained" / "metrics.json").read_text())["features"] == str(out / "model")
-    assert "digits_deepcluster (trained)" in printed
+    assert "digits_deepcluster (trained)" in printed and "training digits_deepcluster: " in printed
     for name in ("trained", "pca", "raw"):
         metrics = json.loads((out / name / "metrics.json").read_text())
         assert metrics["n_images"] == N_DIGITS and metrics["k"] == 10
