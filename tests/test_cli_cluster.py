@@ -223,6 +223,20 @@ def test_pretrained_features_and_clip_names(colour_folder, tmp_path, tiny_dinov2
     assert all(names[c][0][0] in summary for c in names)
 
 
+def test_attention_maps_per_cluster_in_the_report(colour_folder, tmp_path, tiny_dinov2_dir, capsys):
+    root, good, _ = colour_folder
+    out = tmp_path / "attn"
+    assert main(["cluster", str(root), "--k", "3", "--model", f"hf:{tiny_dinov2_dir}", "--attention",
+                 "--out", str(out), "--quiet"]) == 0
+    page = (out / "report.html").read_text()
+    sizes = json.loads((out / "metrics.json").read_text())["cluster_sizes"]
+    # up to 4 members per cluster get an attention overlay with DINO's 60% mask
+    assert page.count("attention, 60% mask</figcaption>") == sum(min(4, n) for n in sizes)
+
+    assert main(["cluster", str(root), "--k", "3", "--attention", "--out", str(tmp_path / "no"), "--quiet"]) == 2
+    assert "attention maps need a ViT model" in capsys.readouterr().err
+
+
 def test_vocab_without_namer_is_a_clear_error(colour_folder, tmp_path, capsys):
     root, _, _ = colour_folder
     assert main(["cluster", str(root), "--k", "3", "--vocab", "common", "--out", str(tmp_path / "o")]) == 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -219,3 +220,17 @@ def cluster_attention_extras(images: np.ndarray, labels_pred: np.ndarray, model,
         pngs = attention_overlays_for(np.asarray(images)[idx], model, mass=mass)
         extras[c] = [(f"image {int(i)}: attention, {mass:.0%} mask", png) for i, png in zip(idx, pngs)]
     return extras
+
+
+def load_attention_model(spec: str, device: str):
+    """``(model, store size or None)`` for ``hf:...`` (eager attention) or a trained run
+    directory (whose images must be decoded at the size it was trained on)."""
+    from deepclust.models.pretrained import is_pretrained_spec, load_pretrained
+
+    if is_pretrained_spec(spec):
+        return load_pretrained(spec, device=device, attentions=True), None
+    if Path(spec).is_dir():
+        from deepclust.train.builder import load_trained_method
+        method, cfg = load_trained_method(spec, device=device)
+        return method, int(cfg.image_size)
+    raise DeepclustError(f"model '{spec}' is neither hf:<id or dir> nor a run directory")

@@ -100,6 +100,7 @@ def cluster_source(
     report: bool = True,
     namer: str | None = None,
     vocab: str = DEFAULT_VOCAB,
+    attention: bool = False,
     progress: bool = True,
 ) -> ClusterResult:
     """Load `source` (folder, ``.npz``, ``digits``, known set) and cluster it into `k` groups.
@@ -107,7 +108,8 @@ def cluster_source(
     `model` (a trained run directory or ``hf:<id>``) takes precedence over `features`
     (``raw`` or ``pca``). `whiten_dim` PCA-whitens learned features before k-means
     (``deepclust.cluster.whiten``); None takes a trained run's ``cluster_whiten_dim``, 0 turns
-    it off. `spherical=None` means: cosine k-means for learned features,
+    it off. `attention` adds each cluster's ViT attention maps to the report.
+    `spherical=None` means: cosine k-means for learned features,
     Euclidean for pixels. `namer` (``hf:<CLIP id or dir>``) names each cluster with the best
     entries of `vocab` (built-in name, text file or ``"a,b,c"``; see `deepclust.naming`).
     Raises `DeepclustError` for a bad `k` or an unusable source.
@@ -115,6 +117,9 @@ def cluster_source(
     from deepclust.data.store import load_images
 
     check_k(k)  # fail before minutes of decoding, not after
+    if attention and not model:
+        raise DeepclustError("attention maps need a ViT model: pass --model hf:<id> or a run trained "
+                             "with a vit_* backbone (raw/pca features have no attention)")
     pretrained = [spec for spec in (model, namer) if spec and spec.startswith("hf:")]
     if pretrained:
         from deepclust.models.pretrained import resolve_model_dir
@@ -131,7 +136,7 @@ def cluster_source(
         store, k=k, out_dir=out_dir, features=features, model=model, seed=seed, n_init=n_init,
         spherical=spherical, balanced=balanced, pca_dim=pca_dim, whiten_dim=whiten_dim,
         device=device, report=report,
-        namer=namer, vocab=vocab, progress=progress,
+        namer=namer, vocab=vocab, attention=attention, progress=progress,
     )
 
 
@@ -165,6 +170,7 @@ def cluster_store(
     report: bool = True,
     namer: str | None = None,
     vocab: str = DEFAULT_VOCAB,
+    attention: bool = False,
     progress: bool = True,
     title: str | None = None,
 ) -> ClusterResult:
@@ -244,10 +250,18 @@ def cluster_store(
     if report:
         from deepclust.report import write_report
 
+        extras = None
+        if attention:
+            from deepclust.attention import cluster_attention_extras, load_attention_model
+
+            log.info("attention maps of a few images per cluster (%s)", spec)
+            attention_model, _ = load_attention_model(spec, resolve_device(device))
+            extras = cluster_attention_extras(store.images, labels, attention_model)
         files["report"] = Path(write_report(
             out, images=store.images, labels_pred=labels, paths=list(store.paths), embeddings=x,
             labels_true=labels_true, class_names=store.class_names, metrics=metrics,
-            cluster_names=cluster_names, title=title or f"deepclust: {spec} features, k={k}",
+            cluster_names=cluster_names, cluster_extras=extras,
+            title=title or f"deepclust: {spec} features, k={k}",
             skipped=list(store.skipped), progress=progress,
         ))
     # metrics.json last: its presence means the run finished.

@@ -36,25 +36,11 @@ def register(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def load_attention_model(spec: str, device: str):
-    """``(model, store size or None)`` for ``hf:...`` (eager attention) or a trained run
-    directory (whose images must be decoded at the size it was trained on)."""
-    from deepclust.errors import DeepclustError
-    from deepclust.models.pretrained import is_pretrained_spec, load_pretrained
-
-    if is_pretrained_spec(spec):
-        return load_pretrained(spec, device=device, attentions=True), None
-    if Path(spec).is_dir():
-        from deepclust.train.builder import load_trained_method
-        method, cfg = load_trained_method(spec, device=device)
-        return method, int(cfg.image_size)
-    raise DeepclustError(f"model '{spec}' is neither hf:<id or dir> nor a run directory")
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from deepclust.attention import attention_mask, cls_attention_maps, masked, overlay, to_png, _hstack
+    from deepclust.attention import (_hstack, attention_mask, cls_attention_maps, load_attention_model, masked,
+                                     overlay, to_png)
     from deepclust.commands._pretrained_common import PRETRAINED_MAX_SIZE, resolve_device
     from deepclust.data.store import load_images
     from deepclust.errors import DeepclustError

@@ -59,6 +59,9 @@ def register(subparsers) -> None:
     p.add_argument("--vocab", metavar="NAME|FILE", default=None,
                    help="names to choose from with --namer: cifar10, cifar100, common (default), "
                         "a text file with one name per line, or 'cat,dog,car'")
+    p.add_argument("--attention", action="store_true",
+                   help="show ViT attention maps (DINO's 60%% masks) of a few images per cluster in the "
+                        "report; needs a ViT --model (hf:... or a vit_* run)")
     p.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -88,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         report=args.report,
         namer=args.namer,
         vocab=args.vocab or DEFAULT_VOCAB,
+        attention=args.attention,
         progress=not args.quiet,
     )
     info = result.info
