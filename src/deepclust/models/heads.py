@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from deepclust.models.init import trunc_normal_init_
+
 
 def _check_positive(**dims: int) -> None:
     bad = {k: v for k, v in dims.items() if not isinstance(v, int) or v < 1}
@@ -104,19 +106,13 @@ class DINOHead(nn.Module):
                 prev = hidden_dim
             layers.append(nn.Linear(prev, bottleneck_dim))
             self.mlp = nn.Sequential(*layers)
-        self.mlp.apply(self._init_weights)
+        self.mlp.apply(trunc_normal_init_)
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim)
         self.norm_last_layer = norm_last_layer
         if norm_last_layer:
             self.last_layer.weight_g.requires_grad_(False)
         self.out_dim = out_dim
 
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = F.normalize(self.mlp(x), dim=-1, p=2)
