@@ -70,7 +70,8 @@ def read_log(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def train_with_budget(cfg: TrainConfig, store, out: Path, minutes: float | None, progress: bool) -> tuple[float, bool]:
+def train_with_budget(cfg: TrainConfig, store, out: Path, minutes: float | None, progress: bool,
+                      resume: bool = False) -> tuple[float, bool]:
     """Run `train`; a watchdog sends SIGINT when `minutes` have passed. Returns (seconds, interrupted)."""
     stop = threading.Event()
 
@@ -84,7 +85,7 @@ def train_with_budget(cfg: TrainConfig, store, out: Path, minutes: float | None,
     start = time.perf_counter()
     interrupted = False
     try:
-        train(cfg, store, out, progress=progress)
+        train(cfg, store, out, progress=progress, resume=resume)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -127,6 +128,8 @@ def main() -> None:
     p.add_argument("--pilot-only", action="store_true", help="train one epoch on --pilot-images and stop")
     p.add_argument("--pilot-images", type=int, default=2560)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last epoch checkpoint (--minutes: this segment's budget)")
     p.add_argument("--set", action="append", default=[], help="key=value override (as deepclust train --set)")
     p.add_argument("--results", default=None, help="write a JSON summary here")
     p.add_argument("--no-progress", action="store_true")
@@ -153,7 +156,7 @@ def main() -> None:
 
     out = Path(args.out)
     seconds, interrupted = train_with_budget(cfg, store, out, None if args.pilot_only else args.minutes,
-                                             progress=not args.no_progress)
+                                             progress=not args.no_progress, resume=args.resume)
     rows = read_log(out)
     rates = [float(r["images_per_s"]) for r in rows if r.get("images_per_s")]
     summary = dict(config=args.config, sets=args.set, epochs_planned=cfg.epochs, epochs_done=len(rows),
