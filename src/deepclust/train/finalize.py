@@ -25,19 +25,15 @@ from deepclust.train.config import TrainConfig
 from deepclust.train.embedding import embed_images
 
 
-def _l2(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 def finalize_run(method: nn.Module, store: Any, out_dir: str | Path, cfg: TrainConfig, *,
                  device: str | torch.device = "cpu", progress: bool = True) -> dict[str, Any]:
     """Cluster the store with the trained method; write assignments.csv and metrics.json."""
-    from deepclust.cluster import cluster_space, kmeans
+    from deepclust.cluster import cluster_space, kmeans, l2_normalize
 
     out_dir = Path(out_dir)
     emb, logits = embed_images(method, store.images, device=device, batch_size=max(256, cfg.batch_size),
                                with_logits=True, progress=progress, desc="embed store")
-    features = _l2(emb)
+    features = l2_normalize(emb)
     pred = kmeans(cluster_space(emb, cfg.cluster_whiten_dim), min(cfg.k, len(features)), seed=cfg.seed).labels
     metrics: dict[str, Any] = {
         "method": cfg.method, "backbone": cfg.backbone, "k": cfg.k, "n_images": int(len(pred)),
