@@ -28,7 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from deepclust.train.builder import build_method_from_config
 from deepclust.train.config import TrainConfig
 from deepclust.train.context import TrainContext
-from deepclust.train.loop import _StepModule, resolve_amp, train_step
+from deepclust.core.device import amp_dtype
+from deepclust.train.loop import _StepModule, train_step
 from deepclust.train.optim import build_optimizer
 
 # Heads sized for a small machine; the views are each method's defaults (multi-crop).
@@ -64,7 +65,7 @@ def bench(method_name: str, backbone: str, device: torch.device, batch: int, ste
                       image_size=32, batch_size=batch, epochs=1, optimizer="adamw", clip_grad=3.0, amp=amp)
     torch.manual_seed(0)
     method = build_method_from_config(cfg).to(device)
-    amp_dtype = resolve_amp(cfg.amp, device)
+    amp_dtype = amp_dtype(cfg.amp, device)
     n = batch * (steps + warmup + 1)
     images = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     ctx = TrainContext(epoch=0, step=0, steps_per_epoch=steps + warmup + 1, total_epochs=1, device=device,

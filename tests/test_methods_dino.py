@@ -10,7 +10,7 @@ import torch
 from deepclust.cluster import kmeans
 from deepclust.methods import build_method
 from deepclust.train.config import TrainConfig
-from deepclust.train.ema import cosine_momentum
+from deepclust.core.schedules import cosine_momentum_schedule
 from deepclust.train.embedding import embed_images
 from deepclust.train.loop import train
 
@@ -34,7 +34,7 @@ def test_teacher_is_an_ema_of_the_student_with_cosine_momentum():
     student = method.head.mlp[0].weight.detach().clone()
     ctx = context(np.zeros((4, 8, 8, 3), np.uint8), step=3, steps_per_epoch=5, total_epochs=2)
     method.after_optimizer_step(ctx)
-    m = cosine_momentum(0.9, 1.0, 3, 10)
+    m = cosine_momentum_schedule(0.9, 1.0, 10)[3]
     assert 0.9 < m < 1.0
     want = m * teacher_before + (1 - m) * student
     assert torch.allclose(method.teacher_head.mlp[0].weight, want, atol=1e-6)

@@ -26,7 +26,7 @@ import sys
 import torch
 from test_train_resume import toy_cfg, toy_store
 from deepclust.train.loop import train
-from deepclust.train.distributed import all_gather_cat, all_reduce_mean, get_rank, get_world_size, cleanup
+from deepclust.core.distributed import all_gather_cat, all_reduce_mean, get_rank, get_world_size, cleanup
 
 torch.set_num_threads(1)
 cfg = toy_cfg(batch_size=8, **{cfg!r})

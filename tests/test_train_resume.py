@@ -18,7 +18,7 @@ from torch import nn
 from deepclust.errors import CollapseError, DeepclustError
 from deepclust.methods.base import Method
 from deepclust.train.config import TrainConfig
-from deepclust.train.distributed import all_reduce_mean
+from deepclust.core.distributed import all_reduce_mean
 from deepclust.train.loop import NonFiniteLossError, train
 
 SIZE = 8

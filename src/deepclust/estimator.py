@@ -229,7 +229,7 @@ class DeepClusterer:
 
     def _embed(self, images: np.ndarray) -> np.ndarray:
         from deepclust.cluster import l2_normalize
-        from deepclust.train.distributed import init_from_env
+        from deepclust.core.distributed import init_from_env
         from deepclust.train.embedding import embed_images
 
         device = next(self.method_.parameters()).device if any(True for _ in self.method_.parameters()) \

@@ -20,17 +20,16 @@ never leaves a half-written file behind):
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from deepclust.core.device import resolve_device
+from deepclust.core.io import atomic_write_csv, atomic_write_text
 from deepclust.errors import DeepclustError
 
 log = logging.getLogger(__name__)
@@ -57,15 +56,6 @@ class ClusterResult:
     summary: str = ""                     # the text of summary.txt
     info: dict = field(default_factory=dict)  # the full content of metrics.json
     cluster_names: dict[int, list[tuple[str, float]]] | None = None  # CLIP names, best first
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other values pass through."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def check_k(k: int, n_images: int | None = None) -> int:
@@ -245,7 +235,7 @@ def cluster_store(
     files = {
         "assignments": _write_assignments(out / "assignments.csv", store, labels, cluster_names),
         "skipped": _write_skipped(out / "skipped.csv", store.skipped),
-        "summary": _atomic_write_text(out / "summary.txt", summary),
+        "summary": atomic_write_text(out / "summary.txt", summary),
     }
     if report:
         from deepclust.report import write_report
@@ -266,7 +256,7 @@ def cluster_store(
         ))
     # metrics.json last: its presence means the run finished.
     info["seconds"] = round(time.perf_counter() - start, 3)
-    files["metrics"] = _atomic_write_text(out / "metrics.json", json.dumps(info, indent=2) + "\n")
+    files["metrics"] = atomic_write_text(out / "metrics.json", json.dumps(info, indent=2) + "\n")
     return ClusterResult(labels=labels, metrics=metrics, paths=list(store.paths), out_dir=out,
                          files=files, summary=summary, info=info, cluster_names=cluster_names)
 
@@ -336,28 +326,8 @@ def _write_assignments(path: Path, store, labels: np.ndarray,
             names = cluster_names.get(int(cluster))
             row.append(names[0][0] if names else "")  # the best name only; all are in metrics.json
         rows.append(row)
-    return _atomic_write_csv(path, header, rows)
+    return atomic_write_csv(path, header, rows)
 
 
 def _write_skipped(path: Path, skipped: list[tuple[str, str]]) -> Path:
-    return _atomic_write_csv(path, ["path", "reason"], [[p, r] for p, r in skipped])
-
-
-def _atomic_write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return _atomic_write_text(path, buffer.getvalue())
-
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    """Write to a temporary file next to `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_csv(path, ["path", "reason"], [[p, r] for p, r in skipped])

@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     from deepclust.attention import (_hstack, attention_mask, cls_attention_maps, load_attention_model, masked,
                                      overlay, to_png)
-    from deepclust.commands._pretrained_common import PRETRAINED_MAX_SIZE, resolve_device
+    from deepclust.commands._pretrained_common import PRETRAINED_MAX_SIZE
+    from deepclust.core.device import resolve_device
     from deepclust.data.store import load_images
     from deepclust.errors import DeepclustError
 

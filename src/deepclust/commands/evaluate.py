@@ -114,8 +114,9 @@ def compute_features(spec: str, train_store, test_store, *, device: str, batch_s
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepclust.commands._pretrained_common import (PRETRAINED_MAX_SIZE, resolve_device,
-                                                       write_json_atomic)
+    from deepclust.commands._pretrained_common import PRETRAINED_MAX_SIZE
+    from deepclust.core.device import resolve_device
+    from deepclust.core.io import atomic_write_json
     from deepclust.data.store import load_images
     from deepclust.errors import DeepclustError
     from deepclust.evaluate.fewshot import fewshot_accuracy
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: few-shot skipped: {exc}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "metrics.json", metrics)
+    atomic_write_json(out / "metrics.json", metrics)
     print(format_table(metrics))
     print(f"metrics: {out / 'metrics.json'}")
     return 0

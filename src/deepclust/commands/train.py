@@ -83,7 +83,7 @@ def build_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from deepclust.data.store import load_images
     from deepclust.train.builder import load_trained_method
-    from deepclust.train.distributed import barrier, cleanup, get_rank, init_from_env
+    from deepclust.core.distributed import barrier, cleanup, get_rank, init_from_env
     from deepclust.train.finalize import finalize_run, format_summary
     from deepclust.train.loop import train
 

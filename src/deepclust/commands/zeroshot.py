@@ -43,8 +43,9 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from deepclust.commands._pretrained_common import (PRETRAINED_MAX_SIZE, resolve_device,
-                                                       write_csv_atomic, write_json_atomic)
+    from deepclust.commands._pretrained_common import PRETRAINED_MAX_SIZE
+    from deepclust.core.device import resolve_device
+    from deepclust.core.io import atomic_write_csv, atomic_write_json
     from deepclust.data.store import load_images
     from deepclust.models.pretrained import load_clip
     from deepclust.naming import load_vocabulary
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = [[path, class_names[p], f"{probs[i, p]:.6f}"] for i, (path, p) in enumerate(zip(store.paths, pred))]
-    write_csv_atomic(out / "predictions.csv", ["path", "class", "score"], rows)
+    atomic_write_csv(out / "predictions.csv", ["path", "class", "score"], rows)
 
     metrics: dict = {"model": args.model, "n_images": len(store.paths), "n_skipped": len(store.skipped),
                      "classes": class_names, "n_templates": len(templates),
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         if unmatched:
             metrics["unmatched_folders"] = unmatched
             print(f"note: folders with no matching class name (not scored): {', '.join(unmatched)}")
-    write_json_atomic(out / "metrics.json", metrics)
+    atomic_write_json(out / "metrics.json", metrics)
     print(f"{len(store.paths)} images classified into {len(class_names)} classes "
           f"({len(store.skipped)} skipped)")
     print(f"predictions: {out / 'predictions.csv'}\n    metrics: {out / 'metrics.json'}")

@@ -12,11 +12,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from deepclust.core.io import atomic_save_npy
 
 
 def cache_root() -> Path:
@@ -55,14 +56,5 @@ def load_cached(path: Path, n_rows: int) -> np.ndarray | None:
 
 
 def save_atomic(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` as .npy to ``path`` via a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``array`` as .npy to ``path`` through the one atomic writer."""
+    atomic_save_npy(path, array)

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deepclust.train.distributed import all_reduce_sum
+from deepclust.core.distributed import all_reduce_sum
 
 
 def teacher_temperature(epoch: float, warmup_teacher_temp: float = 0.04, teacher_temp: float = 0.07,

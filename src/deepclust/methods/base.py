@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepclust.models.encoder import BackboneEncoder, Encoder
 from deepclust.train.context import TrainContext
 
 
@@ -64,6 +65,17 @@ class Method(nn.Module):
 
     def cluster_logits(self, x: torch.Tensor) -> torch.Tensor | None:
         """(B,k) scores of a head with one output per cluster, if the method has one."""
+        head = self.cluster_head()
+        return None if head is None else head(self.encoder()(x))
+
+    def encoder(self) -> Encoder:
+        """The network whose embeddings are clustered and evaluated, as an `Encoder`
+        (``preprocess`` = the method's evaluation transform)."""
+        return BackboneEncoder(self.backbone, self.preprocess, name=self.name)
+
+    def cluster_head(self) -> nn.Module | None:
+        """Maps `encoder` embeddings ``(B, D)`` to k-way cluster logits ``(B, k)`` when the
+        method has such a head, else None."""
         return None
 
     # --- optimisation details ----------------------------------------------------

@@ -185,13 +185,11 @@ class DeepCluster(Method):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         return self.eval_transform(images)
 
-    def cluster_logits(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The classifier's logits when it has ``k`` outputs, else None. The classifier is
-        re-initialised every epoch, so these scores refer to the *last epoch's* k-means
+    def cluster_head(self) -> torch.nn.Module | None:
+        """The classifier when it has ``k`` outputs, else None. The classifier is
+        re-initialised every epoch, so its scores refer to the *last epoch's* k-means
         clusters (the ones it was trained on)."""
-        if self.n_clusters != self.k:
-            return None
-        return self.head(self.backbone(x))
+        return self.head if self.n_clusters == self.k else None
 
     # --- checkpoints ----------------------------------------------------------------
     def state_extra(self) -> dict[str, Any]:

@@ -28,11 +28,13 @@ from torch import nn
 
 from deepclust.losses.dino import DINOLoss
 from deepclust.methods.base import Method
+from deepclust.models.encoder import BackboneEncoder, Encoder
 from deepclust.methods.common import (MethodConfigError, build_views, check_backbone,
                                       default_local_size, eval_transform_for, forward_by_resolution)
 from deepclust.models.heads import DINOHead
 from deepclust.train.context import TrainContext
-from deepclust.train.ema import cosine_momentum, ema_update_
+from deepclust.core.ema import ema_update_
+from deepclust.core.schedules import cosine_momentum_schedule
 
 
 class DINO(Method):
@@ -106,7 +108,7 @@ class DINO(Method):
                 "teacher_dims_used": torch.tensor(float(used))}
 
     def teacher_momentum(self, ctx: TrainContext) -> float:
-        return cosine_momentum(self.momentum_teacher, self.momentum_teacher_end, ctx.step, ctx.total_steps)
+        return float(cosine_momentum_schedule(self.momentum_teacher, self.momentum_teacher_end, ctx.total_steps)[min(ctx.step, ctx.total_steps - 1)])
 
     @torch.no_grad()
     def after_optimizer_step(self, ctx: TrainContext) -> None:
@@ -125,14 +127,29 @@ class DINO(Method):
         """Teacher backbone features (DINO evaluates the teacher)."""
         return self.teacher_backbone(x)
 
-    def cluster_logits(self, x: torch.Tensor) -> torch.Tensor | None:
+    def encoder(self) -> Encoder:
+        """The teacher backbone (DINO evaluates the teacher)."""
+        return BackboneEncoder(self.teacher_backbone, self.preprocess, name=self.name)
+
+    def cluster_head(self) -> nn.Module | None:
         """The teacher head's centred ``(B, k)`` logits ``g_t - c`` when ``out_dim == k``, else
         None. Centred as in the loss's teacher targets: the raw logits share a common offset
         (that the center removes) which would put most images in one cluster."""
         if self.out_dim != self.k:
             return None
-        logits = self.teacher_head(self.teacher_backbone(x))
-        return logits - self.loss_fn.center.to(logits.dtype)
+        return _CentredHead(self.teacher_head, self.loss_fn)
+
+
+class _CentredHead(nn.Module):
+    """``head(x) - center`` (a view on the method's modules, nothing of its own)."""
+
+    def __init__(self, head: nn.Module, loss: DINOLoss):
+        super().__init__()
+        self.head, self.loss = head, loss
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.head(x)
+        return logits - self.loss.center.to(logits.dtype)
 
 
 __all__ = ["DINO"]

@@ -129,11 +129,22 @@ class SwAV(Method):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         return self.eval_transform(images)
 
-    def cluster_logits(self, x: torch.Tensor) -> torch.Tensor | None:
+    def cluster_head(self) -> nn.Module | None:
         """Cosine scores to the (normalised) prototypes when there are exactly ``k`` of them."""
         if self.prototypes.n_prototypes != self.k:
             return None
-        z = self.project(self.backbone(x))
+        return _PrototypeScores(self)
+
+
+class _PrototypeScores(nn.Module):
+    """Backbone features -> cosine scores to SwAV's normalised prototypes ``(B, K)``."""
+
+    def __init__(self, swav: SwAV):
+        super().__init__()
+        self.projector, self.prototypes = swav.projector, swav.prototypes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = F.normalize(self.projector(x), dim=1, p=2)
         return z @ F.normalize(self.prototypes.weight, dim=1).t()
 
 

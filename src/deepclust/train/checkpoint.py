@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import random
 import uuid
 from pathlib import Path
@@ -28,8 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from deepclust.core.io import atomic_save_safetensors, atomic_write_json
 from deepclust.errors import ModelNotAvailableError
 
 MODEL_FILE = "model.safetensors"
@@ -37,50 +37,6 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.json"
 EXTRA_PREFIX = "__extra__."
-
-
-# --- atomic writes -------------------------------------------------------------------
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = _tmp_name(path)
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def atomic_save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    path = Path(path)
-    tmp = _tmp_name(path)
-    # clone: safetensors refuses tensors that share storage (tied weights, views)
-    save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _metadata(path: Path) -> dict[str, str]:
@@ -214,7 +170,7 @@ def save_checkpoint(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_id = f"{epoch}-{step}-{uuid.uuid4().hex[:12]}"
-    atomic_write_json(run_dir / CONFIG_FILE, config)
+    atomic_write_json(run_dir / CONFIG_FILE, config, sort_keys=True)
     weights, json_extra = model_tensors(method)
     atomic_save_safetensors(run_dir / MODEL_FILE, weights, {"checkpoint_id": ckpt_id, "format": "deepclust-run"})
     opt_tensors, opt_meta = optimizer_state_to_safetensors(optimizer.state_dict())
@@ -228,7 +184,7 @@ def save_checkpoint(
         "rng": rng,
         "extra": extra or {},
     }
-    atomic_write_json(run_dir / STATE_FILE, state)
+    atomic_write_json(run_dir / STATE_FILE, state, sort_keys=True)
     return ckpt_id
 
 

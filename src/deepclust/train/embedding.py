@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from deepclust.train.distributed import all_gather_cat, get_rank, get_world_size, is_dist
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+from deepclust.core.device import autocast
+from deepclust.core.distributed import all_gather_cat, get_rank, get_world_size, is_dist
 
 
 @torch.no_grad()

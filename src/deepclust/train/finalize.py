@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepclust.train.checkpoint import atomic_write_bytes
+from deepclust.core.io import atomic_write_bytes
 from deepclust.train.config import TrainConfig
 from deepclust.train.embedding import embed_images
 

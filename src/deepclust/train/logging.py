@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from deepclust.train.checkpoint import atomic_write_bytes
+from deepclust.core.io import atomic_write_bytes
 
 log = logging.getLogger("deepclust.train")
 

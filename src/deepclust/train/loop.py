@@ -43,15 +43,17 @@ from deepclust.train import checkpoint as ckpt
 from deepclust.train.builder import build_method_from_config
 from deepclust.train.config import TrainConfig
 from deepclust.train.context import TrainContext
-from deepclust.train.distributed import barrier, get_rank, get_world_size, init_from_env, is_dist
-from deepclust.train.embedding import autocast, embed_all_sharded
+from deepclust.core.distributed import barrier, get_rank, get_world_size, init_from_env, is_dist
+from deepclust.core.device import amp_dtype as amp_dtype_for
+from deepclust.core.device import autocast
+from deepclust.train.embedding import embed_all_sharded
 from deepclust.train.feed import BatchFeeder
 from deepclust.train.interrupts import InterruptGuard
 from deepclust.train.logging import RunLogger
 from deepclust.train.monitor import check_collapse
 from deepclust.train.online_eval import OnlineEvaluator
 from deepclust.train.optim import build_optimizer, set_step_hyperparameters
-from deepclust.train.schedules import cosine_schedule, scaled_lr
+from deepclust.core.schedules import cosine_schedule, scaled_lr
 
 log = logging.getLogger("deepclust.train")
 
@@ -76,19 +78,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """auto: bf16 on CUDA when the GPU supports it, off on CPU (bf16 matmuls on CPU are slow)."""
-    if amp == "off":
-        return None
-    if amp == "fp16":
-        return torch.float16
-    if amp == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
 
 
 def epoch_order(method: nn.Module, ctx: TrainContext, n_images: int, seed: int) -> np.ndarray:
@@ -179,7 +168,7 @@ def _train(cfg: TrainConfig, store: Any, out_dir: str | Path, *, resume: bool, p
     if cfg.freeze_last_layer_epochs is not None:
         method.freeze_last_layer_epochs = cfg.freeze_last_layer_epochs
     method.to(device)
-    amp_dtype = resolve_amp(cfg.amp, device)
+    amp_dtype = amp_dtype_for(cfg.amp, device)
     ctx = TrainContext(epoch=start_epoch, step=start_step, steps_per_epoch=steps_per_epoch,
                        total_epochs=cfg.epochs, device=device, images=images, labels=labels,
                        batch_size=cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world, amp_dtype=amp_dtype)

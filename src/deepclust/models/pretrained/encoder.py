@@ -6,7 +6,6 @@ Subclasses (DINOv2, CLIP) implement :meth:`PretrainedEncoder.tokens`; batching, 
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from deepclust.core.device import amp_dtype, autocast
 from deepclust.errors import DeepclustError
 from deepclust.models.pretrained.preprocess import ImagePreprocess
 
@@ -25,22 +25,6 @@ def check_pooling(pooling: str) -> str:
         raise DeepclustError(f"unknown pooling '{pooling}': use one of {', '.join(POOLINGS)} "
                              f"(CLS token, mean of patch tokens, or both concatenated)")
     return pooling
-
-
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """Low precision where it pays: bf16 (or fp16) on CUDA, float32 on CPU unless asked.
-
-    ``precision``: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
-    """
-    if precision == "fp32":
-        return None
-    if precision in ("bf16", "fp16"):
-        return torch.bfloat16 if precision == "bf16" else torch.float16
-    if precision != "auto":
-        raise DeepclustError(f"unknown precision '{precision}': use auto, fp32, bf16 or fp16")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
 
 
 class PretrainedEncoder:
@@ -78,10 +62,7 @@ class PretrainedEncoder:
 
     # --- shared -------------------------------------------------------------------------
     def autocast(self, precision: str = "auto"):
-        dtype = autocast_dtype(self.device, precision)
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return autocast(self.device, amp_dtype(precision, self.device))
 
     def pool(self, cls: torch.Tensor, patches: torch.Tensor, pooling: str) -> torch.Tensor:
         if pooling == "cls":

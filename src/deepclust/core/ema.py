@@ -1,12 +1,11 @@
-"""Exponential moving average of weights (mean teacher) and its momentum schedule.
+"""Exponential moving average of weights (mean teacher).
 
-Used by DINO (teacher = EMA of student) and available to any method through
-`after_optimizer_step`.
+A method declares its (teacher, student) pairs (``Method.ema_pairs``); the loop calls
+`ema_update_` on each after every optimiser step with the scheduled momentum
+(`deepclust.core.schedules.cosine_momentum_schedule`).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -36,12 +35,3 @@ def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None
             tb.lerp_(sb, 1.0 - momentum)
         else:
             tb.copy_(sb)
-
-
-def cosine_momentum(base: float = 0.996, final: float = 1.0, step: int = 0, total: int = 1) -> float:
-    """DINO/BYOL teacher momentum: m(t) = final - (final - base) (cos(pi t / T) + 1) / 2.
-
-    Starts at `base` (t=0) and rises to `final` at t=T; t is clamped to [0, T].
-    """
-    t = min(max(step, 0), max(total, 1))
-    return final - (final - base) * (math.cos(math.pi * t / max(total, 1)) + 1.0) / 2.0

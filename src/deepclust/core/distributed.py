@@ -82,6 +82,39 @@ def all_gather_cat(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return torch.cat([g.narrow(dim, 0, n) for g, n in zip(gathered, sizes_int)], dim=dim)
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather whose backward returns this process' slice of the summed gradient
+    (the gradient of a loss over the global batch with respect to the local rows)."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        world = get_world_size()
+        ctx.rank, ctx.rows = get_rank(), t.shape[0]
+        gathered = [torch.empty_like(t) for _ in range(world)]
+        dist.all_gather(gathered, t.contiguous())
+        return torch.cat(gathered)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
+def all_gather_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``t (B, ...)`` from every process along dim 0 in rank order, keeping the
+    gradient (CLIP / SimCLR-style losses over the global batch). Every process must pass the
+    same ``B``. Identity in one process.
+
+    Each process computes the loss on the whole gathered batch; the backward sums the
+    gradients of all processes and hands each its own rows, so with DDP's gradient averaging
+    the update equals one process training on the concatenated batch with the same loss."""
+    if not is_dist() or get_world_size() == 1:
+        return t
+    out: torch.Tensor = _GatherWithGrad.apply(t)
+    return out
+
+
 def init_from_env(device: str = "auto") -> torch.device:
     """Initialise the process group when launched by torchrun; return this process' device.
 
