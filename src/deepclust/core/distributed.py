@@ -87,7 +87,7 @@ class _GatherWithGrad(torch.autograd.Function):
     (the gradient of a loss over the global batch with respect to the local rows)."""
 
     @staticmethod
-    def forward(ctx, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
         world = get_world_size()
         ctx.rank, ctx.rows = get_rank(), t.shape[0]
         gathered = [torch.empty_like(t) for _ in range(world)]
@@ -95,7 +95,7 @@ class _GatherWithGrad(torch.autograd.Function):
         return torch.cat(gathered)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]

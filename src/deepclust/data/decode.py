@@ -96,7 +96,7 @@ def _open_huge(path: Path) -> Image.Image:
     if magic != _JPEG_MAGIC:
         raise BadImageError(
             "too large: image exceeds Pillow's decompression-bomb limit "
-            f"({2 * Image.MAX_IMAGE_PIXELS} pixels) and is not a JPEG that can be decoded at reduced scale"
+            f"({2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels) and is not a JPEG that can be decoded at reduced scale"
         )
     try:
         # Calling the plugin class directly skips Image.open's bomb check; the pixel count

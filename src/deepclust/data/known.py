@@ -246,8 +246,9 @@ def read_cifar_archive(archive: Path, *, fine: bool | None, split: str) -> Array
         with tarfile.open(archive, "r:gz") as tf:
             for member in tf:
                 base = member.name.rsplit("/", 1)[-1]
-                if member.isfile() and (base in parts or base == meta_name):
-                    blobs[base] = tf.extractfile(member).read()
+                fh = tf.extractfile(member) if member.isfile() and (base in parts or base == meta_name) else None
+                if fh is not None:
+                    blobs[base] = fh.read()
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"cannot read {archive}: {e}. Delete it to download again.") from None
     missing = [p for p in parts + [meta_name] if p not in blobs]
@@ -309,7 +310,10 @@ def _extract_stl10(archive: Path, out_dir: Path, progress: bool) -> None:
                 if not member.isfile() or base not in _STL_MEMBERS or (out_dir / base).exists():
                     continue
                 tmp = out_dir / f".{base}.{uuid.uuid4().hex[:8]}.part"
-                with tf.extractfile(member) as src, open(tmp, "wb") as dst:
+                member_file = tf.extractfile(member)
+                if member_file is None:
+                    continue
+                with member_file as src, open(tmp, "wb") as dst:
                     for block in iter(lambda: src.read(_CHUNK), b""):
                         dst.write(block)
                 os.replace(tmp, out_dir / base)

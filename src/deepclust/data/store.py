@@ -241,6 +241,8 @@ def _decode_or_reason(path: str, size: int) -> tuple[np.ndarray | None, str | No
 def _build_from_files(source: Source, tmp: Path, *, size: int | None, max_size: int, progress: bool,
                       workers: int | None) -> dict:
     records = source.records
+    if records is None:
+        raise DataError(f"source {source.spec!r} lists no image files")
     paths = [r.path for r in records]
     s = size if size is not None else _choose_size(_probe_sides(paths), max_size)
     images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(paths), s, s, 3))
@@ -309,6 +311,8 @@ def _to_rgb_chunk(chunk: np.ndarray) -> np.ndarray:
 
 
 def _build_from_arrays(source: Source, tmp: Path, *, size: int | None, max_size: int, progress: bool) -> dict:
+    if source.load_arrays is None:
+        raise DataError(f"source {source.spec!r} holds no image arrays")
     data: ArrayData = source.load_arrays()
     n, h, w = data.images.shape[:3]
     if n == 0:
