@@ -5,102 +5,73 @@ For the last layer, the attention of the CLS query to every patch, per head
 (0.6 in DINO) of a map's attention: sort descending, keep the smallest prefix whose sum
 reaches ``mass`` of the total. Works with
 
-* Hugging Face DINOv2 / CLIP encoders (``load_pretrained(spec, attentions=True)``: eager
-  attention so weights are returned; register tokens are skipped), and
-* our own ViT (``deepclust.models.backbones`` ``VisionTransformer.get_last_selfattention``),
-  bare or inside a method (``method.backbone``, inputs prepared by ``method.preprocess``).
+* every `Encoder` with attention (``has_attention``): Hugging Face DINOv2 / CLIP
+  (``load_model(spec, attentions=True)`` loads eager attention from the start; register tokens
+  are skipped) and our own ViT inside a run's encoder (``BackboneEncoder``), used as loaded, and
+* a bare ViT trunk (``VisionTransformer.get_last_selfattention``) on ``[0, 1]`` pixels.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from deepclust.errors import DeepclustError
+from deepclust.models.encoder import BackboneEncoder, Encoder
 
 
-class AttentionAdapter:
-    """One interface over the ViTs we can read attention from.
-
-    ``attentions(images_uint8) -> (B, heads, T, T)`` softmax weights of the last layer and
-    ``num_prefix_tokens`` (CLS + registers) before the ``h x w`` patch tokens.
-    """
-
-    def __init__(self, forward: Callable[[np.ndarray], torch.Tensor], num_prefix_tokens: int,
-                 grid: Callable[[np.ndarray], tuple[int, int]]):
-        self._forward = forward
-        self.num_prefix_tokens = num_prefix_tokens
-        self._grid = grid
-
-    def attentions(self, images_uint8: np.ndarray) -> torch.Tensor:
-        return self._forward(images_uint8)
-
-    def grid(self, images_uint8: np.ndarray) -> tuple[int, int]:
-        return self._grid(images_uint8)
-
-
-def make_adapter(model) -> AttentionAdapter:
-    """Wrap a pretrained encoder, a method with a ViT backbone, or a bare ViT."""
-    from deepclust.models.pretrained.encoder import PretrainedEncoder
-
-    if isinstance(model, PretrainedEncoder):
-        def forward(images):
-            return model.last_selfattention(model.pixel_values(images))
-
-        def grid(images):
-            hw = model.preprocess.output_hw or tuple(np.asarray(images).shape[1:3])
-            return hw[0] // model.patch_size, hw[1] // model.patch_size
-        return AttentionAdapter(forward, model.num_prefix_tokens, grid)
-
-    vit = getattr(model, "backbone", model)
-    if not hasattr(vit, "get_last_selfattention"):
-        raise DeepclustError(
-            f"{type(model).__name__} has no self-attention to show: attention maps need a ViT "
-            f"(hf:facebook/dinov2-*, hf:openai/clip-*, or a run trained with a vit_* backbone)")
-    patch = int(vit.patch_size)
-    prepare = getattr(model, "preprocess", None) if vit is not model else None
-
-    def to_input(images):
+def as_encoder(model: Any) -> Encoder:
+    """An `Encoder` for attention maps: an encoder as is, a method's ``encoder()``, or a bare
+    ViT trunk (with ``get_last_selfattention``) on ``[0, 1]`` pixels."""
+    if isinstance(model, Encoder):
+        return model
+    if callable(getattr(model, "encoder", None)):
+        encoder: Encoder = model.encoder()
+        return encoder
+    if hasattr(model, "get_last_selfattention") and hasattr(model, "embed_dim"):
         from deepclust.data.views import to_float_tensor
-        device = next(vit.parameters()).device
-        if prepare is not None:
-            x = prepare(torch.from_numpy(np.array(images)).to(device))
-        else:
-            x = to_float_tensor(np.asarray(images), device)
-        h, w = x.shape[-2:]
-        if h % patch or w % patch:  # round down to whole patches
-            x = F.interpolate(x, size=(max(patch, h // patch * patch), max(patch, w // patch * patch)),
-                              mode="bilinear", antialias=True, align_corners=False)
-        return x
 
-    def forward(images):
-        return vit.get_last_selfattention(to_input(images))
-
-    def grid(images):
-        h, w = np.asarray(images).shape[1:3]
-        return max(1, h // patch), max(1, w // patch)
-    return AttentionAdapter(forward, 1, grid)
+        return BackboneEncoder(model, to_float_tensor, name=type(model).__name__)
+    raise DeepclustError(
+        f"{type(model).__name__} has no self-attention to show: attention maps need a ViT "
+        f"(hf:facebook/dinov2-*, hf:openai/clip-*, or a run trained with a vit_* backbone)")
 
 
-def cls_attention_maps(model, images_uint8: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
+def _to_patch_multiple(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """Round the input down to whole patches (our ViTs need a multiple of the patch size)."""
+    h, w = x.shape[-2:]
+    if h % patch or w % patch:
+        x = F.interpolate(x, size=(max(patch, h // patch * patch), max(patch, w // patch * patch)),
+                          mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+
+def cls_attention_maps(model: Any, images_uint8: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
     """Last-layer CLS-to-patch attention ``float32 (B, heads, h, w)`` (each map sums to at most
-    1: the CLS row is a softmax over all tokens, part of it goes to CLS/registers)."""
-    adapter = model if isinstance(model, AttentionAdapter) else make_adapter(model)
+    1: the CLS row is a softmax over all tokens, part of it goes to CLS/registers).
+
+    ``model``: an `Encoder` with attention (see `as_encoder`); it is used as loaded."""
+    encoder = as_encoder(model)
+    if not encoder.has_attention:
+        raise DeepclustError(f"{encoder.name} has no self-attention: attention maps need a ViT "
+                             "(hf:facebook/dinov2-*, hf:openai/clip-*, or a run trained with a vit_* backbone)")
     images_uint8 = np.asarray(images_uint8)
     if images_uint8.ndim != 4 or images_uint8.shape[-1] != 3:
         raise DeepclustError(f"expected uint8 images (B, H, W, 3), got {images_uint8.shape}")
-    gh, gw = adapter.grid(images_uint8)
+    patch = int(encoder.patch_size or 1)
     maps = []
     with torch.inference_mode():
         for start in range(0, len(images_uint8), batch_size):
-            batch = images_uint8[start:start + batch_size]
-            attn = adapter.attentions(batch).float()                     # (B, heads, T, T)
-            cls_to_patch = attn[:, :, 0, adapter.num_prefix_tokens:]     # (B, heads, N)
+            batch = torch.from_numpy(np.array(images_uint8[start:start + batch_size])).to(encoder.device)
+            x = _to_patch_multiple(encoder.preprocess(batch), patch)
+            gh, gw = x.shape[-2] // patch, x.shape[-1] // patch
+            attn = encoder.last_selfattention(x).float()                       # (B, heads, T, T)
+            cls_to_patch = attn[:, :, 0, encoder.num_prefix_tokens:]            # (B, heads, N)
             if cls_to_patch.shape[-1] != gh * gw:
                 raise DeepclustError(f"attention has {cls_to_patch.shape[-1]} patch tokens, "
                                      f"expected a {gh}x{gw} grid")
@@ -196,7 +167,7 @@ def _hstack(panels: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
 def attention_overlays_for(images: np.ndarray, model, *, mass: float = 0.6,
                            batch_size: int = 32, min_side: int = 96) -> list[bytes]:
     """One PNG per image: the image, its head-averaged CLS attention overlay, and the
-    ``mass`` mask, side by side. ``model`` is a ViT encoder/method (see :func:`make_adapter`);
+    ``mass`` mask, side by side. ``model`` is a ViT encoder/method (see :func:`as_encoder`);
     for report galleries (``cluster_extras``)."""
     images = np.asarray(images)
     maps = cls_attention_maps(model, images, batch_size=batch_size).mean(axis=1)   # (B, h, w)
@@ -220,17 +191,3 @@ def cluster_attention_extras(images: np.ndarray, labels_pred: np.ndarray, model,
         pngs = attention_overlays_for(np.asarray(images)[idx], model, mass=mass)
         extras[c] = [(f"image {int(i)}: attention, {mass:.0%} mask", png) for i, png in zip(idx, pngs)]
     return extras
-
-
-def load_attention_model(spec: str, device: str):
-    """``(model, store size or None)`` for ``hf:...`` (eager attention) or a trained run
-    directory (whose images must be decoded at the size it was trained on)."""
-    from deepclust.models.pretrained import is_pretrained_spec, load_pretrained
-
-    if is_pretrained_spec(spec):
-        return load_pretrained(spec, device=device, attentions=True), None
-    if Path(spec).is_dir():
-        from deepclust.train.builder import load_trained_method
-        method, cfg = load_trained_method(spec, device=device)
-        return method, int(cfg.image_size)
-    raise DeepclustError(f"model '{spec}' is neither hf:<id or dir> nor a run directory")

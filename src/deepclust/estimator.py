@@ -1,29 +1,29 @@
-"""``DeepClusterer``: train a self-supervised method and cluster with it, scikit-learn style.
+"""``DeepClusterer``: a thin scikit-learn front over deepclust's stages.
 
     >>> from deepclust.estimator import DeepClusterer
     >>> model = DeepClusterer(method="dino", k=10, config="digits_dino").fit(images)
     >>> model.labels_, model.predict(new_images), model.transform(new_images)
+    >>> DeepClusterer(model="hf:facebook/dinov2-small", k=20).fit_predict("photos/")
 
-``fit`` trains with the one training loop (``deepclust.train.loop.train``), embeds the
-images with the trained method, PCA-whitens and L2-normalises the embeddings (DeepCluster's
-pre-processing; ``whiten_dim``) and runs k-means (``deepclust.cluster.kmeans``) on them:
-``labels_`` are the k-means labels, ``cluster_centers_`` the centroids in that space,
-``predict`` the nearest centroid.
-
-Why whiten: see ``deepclust.cluster.whiten`` (measured on digits: SwAV/DINO embeddings
-cluster far better whitened to 24 dimensions; DeepCluster's do not need it).
+``fit`` trains with the one training loop (`deepclust.train.loop.train`, exactly what
+``deepclust train`` runs), then clusters with the pipeline of ``deepclust cluster --model RUN``
+(`deepclust.pipeline.cluster_store`: the encoder's embeddings, `cluster_embeddings` with the
+run's whitening, the same metrics): the same run gives the same labels and ``metrics_``.
+With ``model=`` (a run directory, ``hf:<id>``, a Hugging Face folder, ``raw``, ``pca`` or an
+``nn.Module``) nothing is trained. ``predict`` is `Clustering.predict` on the encoder's
+embeddings of images of the size the model was fitted on.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from sklearn.base import BaseEstimator, ClusterMixin
 
 from deepclust.cluster.whiten import Whitener
 from deepclust.errors import DataError, DeepclustError
@@ -33,10 +33,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _ArrayStore:
-    """The part of an ImageStore the training loop reads."""
+    """The part of an ImageStore that training and the writer read (no cache: no source_id)."""
 
     images: np.ndarray
-    labels: np.ndarray | None
+    labels: np.ndarray | None = None
+    class_names: list[str] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    source_id: str | None = None
+
+    @property
+    def paths(self) -> list[str]:
+        return [f"array#{i}" for i in range(len(self.images))]
 
 
 def check_images(x: Any, name: str = "x") -> np.ndarray:
@@ -81,40 +88,48 @@ def check_images(x: Any, name: str = "x") -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-class DeepClusterer:
-    """Train ``method`` on images, then cluster them into ``k`` groups.
+class DeepClusterer(ClusterMixin, BaseEstimator):  # type: ignore[misc]
+    """Train ``method`` on images (or take an existing ``model``), then cluster them into ``k``.
 
     Args:
-        method: deepcluster | swav | dino.
+        method: deepcluster | swav | dino (ignored with ``model``).
         k: number of clusters.
         backbone: see ``deepclust.models.backbones.BACKBONE_NAMES``.
+        model: cluster with this encoder instead of training one: a run directory,
+            ``hf:<id or dir>``, a Hugging Face folder, ``raw``, ``pca`` or an ``nn.Module``.
         epochs, batch_size, lr: override the recipe's values when given.
         config: a recipe name (``"digits_dino"``), a YAML path, or a dict of
             ``TrainConfig`` fields; the arguments above take precedence over it.
         device: auto | cpu | cuda.
         random_state: seed of training and k-means.
-        out_dir: where the run (checkpoints, log.csv) is written; a temporary folder that
-            is removed after ``fit`` when None.
+        out_dir: where the run (checkpoints, log.csv, and the clustering files of
+            ``deepclust train``) is written; a temporary folder removed after ``fit`` when None.
         verbose: progress bars.
-        whiten_dim: PCA-whitening dimension before k-means; None: plain L2-normalised
-            embeddings; "auto": the recipe's ``cluster_whiten_dim`` (24 in digits_swav and
-            digits_dino; none for DeepCluster, whose embeddings are trained on whitened
-            k-means already: whitening again lowered digits ACC 0.94 -> 0.78).
-        **method_kwargs: the method's hyper-parameters (merged over the recipe's).
+        whiten_dim: PCA-whitening dimension before k-means; "auto": the encoder's (a run's
+            recipe ``cluster_whiten_dim``: 24 in digits_swav and digits_dino, none for
+            DeepCluster); None or 0: none.
+        spherical: cosine k-means; None: the encoder's default (learned: yes, pixels: no).
+        n_init, balanced: k-means restarts; near-equal cluster sizes.
+        method_kwargs: the method's hyper-parameters (merged over the recipe's).
 
-    Attributes after ``fit``: ``labels_ (N,)``, ``cluster_centers_ (k, D)``,
-    ``embeddings_ (N, D)`` (L2-normalised backbone features), ``method_`` (the trained ``Method``),
-    ``config_`` (the ``TrainConfig`` used), ``run_dir_`` (None for a temporary run).
+    Attributes after ``fit``: ``labels_ (N,)``, ``cluster_centers_ (k, d)`` (in the clustering
+    space), ``clustering_`` (the `Clustering`), ``embeddings_ (N, D)`` (the encoder's
+    embeddings, L2-normalised when clustered on the sphere), ``metrics_`` (what
+    ``metrics.json`` holds), ``encoder_``, ``method_`` (the trained ``Method`` or None),
+    ``config_`` (its ``TrainConfig`` or None), ``run_dir_`` (None for a temporary run),
+    ``image_size_``.
     """
 
     def __init__(self, method: str = "dino", k: int = 10, backbone: str | None = None, *,
-                 epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
-                 config: str | Path | dict | None = None, device: str = "auto", random_state: int = 0,
-                 out_dir: str | Path | None = None, verbose: bool = True, whiten_dim: int | str | None = "auto",
-                 **method_kwargs: Any):
+                 model: Any = None, epochs: int | None = None, batch_size: int | None = None,
+                 lr: float | None = None, config: str | Path | dict | None = None, device: str = "auto",
+                 random_state: int = 0, out_dir: str | Path | None = None, verbose: bool = True,
+                 whiten_dim: int | str | None = "auto", spherical: bool | None = None, n_init: int = 10,
+                 balanced: bool = False, method_kwargs: dict | None = None):
         self.method = method
         self.k = k
         self.backbone = backbone
+        self.model = model
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -124,6 +139,9 @@ class DeepClusterer:
         self.out_dir = out_dir
         self.verbose = verbose
         self.whiten_dim = whiten_dim
+        self.spherical = spherical
+        self.n_init = n_init
+        self.balanced = balanced
         self.method_kwargs = method_kwargs
 
     # --- configuration --------------------------------------------------------------
@@ -131,13 +149,13 @@ class DeepClusterer:
         from deepclust.train.config import TrainConfig
 
         if isinstance(self.config, dict):
-            base = TrainConfig.from_dict({**TrainConfig().to_dict(), **self.config})
+            # A dict without a method is read for this estimator's method.
+            d = {**TrainConfig().to_dict(), "method": self.method, **self.config}
         elif self.config is not None:
-            base = TrainConfig.load(self.config)
+            d = TrainConfig.load(self.config).to_dict()
         else:
-            base = TrainConfig()
-        d = base.to_dict()
-        if self.config is None or self.method != d["method"]:
+            d = TrainConfig().to_dict()
+        if self.method != d["method"]:
             if self.config is not None:
                 # A recipe for another method: its method_kwargs/augment do not apply.
                 d["method_kwargs"] = {}
@@ -147,102 +165,133 @@ class DeepClusterer:
         for key in ("epochs", "batch_size", "lr"):
             if getattr(self, key) is not None:
                 d[key] = getattr(self, key)
-        d["method_kwargs"] = {**d["method_kwargs"], **self.method_kwargs}
+        d["method_kwargs"] = {**d["method_kwargs"], **(self.method_kwargs or {})}
         d.update(k=int(self.k), device=self.device, seed=int(self.random_state), image_size=image_size)
         if d["batch_size"] > n_images:
             d["batch_size"] = n_images     # one batch of everything for tiny inputs
         return TrainConfig.from_dict(d)
 
-    def _to_store(self, x: Any):
+    def _to_store(self, x: Any, size: int | None = None, max_size: int = 96):
         if isinstance(x, (str, Path)):
             from deepclust.data.store import load_images
 
-            size = None
-            if isinstance(self.config, (str, Path)):
+            if size is None and isinstance(self.config, (str, Path)):
                 from deepclust.train.config import TrainConfig
 
                 size = TrainConfig.load(self.config).image_size
-            return load_images(str(x), size=size, progress=self.verbose)
+            return load_images(str(x), size=size, max_size=max_size, progress=self.verbose)
         if hasattr(x, "images") and hasattr(x, "labels"):
             return x
-        return _ArrayStore(check_images(x), None)
+        return _ArrayStore(check_images(x))
 
     # --- scikit-learn API -----------------------------------------------------------
-    def fit(self, x: Any, y: Any = None) -> "DeepClusterer":
-        """Train on ``x`` (array, ImageStore, or source spec) and cluster it; ``y`` is ignored."""
-        from deepclust.cluster import kmeans
-        from deepclust.train.builder import build_method_from_config
+    def fit(self, x: Any, y: Any = None) -> DeepClusterer:
+        """Train on ``x`` (array, ImageStore, or source spec) -- unless ``model`` is given --
+        and cluster it; ``y`` is ignored."""
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
+            raise DeepclustError(f"k must be a positive integer, got {self.k!r}")
+        if self.model is not None:
+            return self._fit_with_model(x)
         from deepclust.train.loop import train
 
-        if not isinstance(self.k, (int, np.integer)) or self.k < 1:
-            raise DeepclustError(f"k must be a positive integer, got {self.k!r}")
         store = self._to_store(x)
         n = len(store.images)
         if n < self.k:
             raise DataError(f"{n} images cannot form k={self.k} clusters: lower k or add images")
         cfg = self._build_config(int(store.images.shape[1]), n)
-        torch.manual_seed(cfg.seed)
-        method = build_method_from_config(cfg)
         with tempfile.TemporaryDirectory(prefix="deepclust-fit-") as tmp:
             run_dir = Path(self.out_dir) if self.out_dir is not None else Path(tmp) / "run"
-            train(cfg, store, run_dir, method=method, progress=self.verbose)
-        self.method_ = method.eval()
-        self.config_ = cfg
+            # Exactly `deepclust train`: train, then the pipeline of `cluster --model RUN`.
+            train(cfg, store, run_dir, progress=self.verbose)
+            self._cluster(store, str(run_dir))
         self.run_dir_ = Path(self.out_dir) if self.out_dir is not None else None
-        self.embeddings_ = self._embed(store.images)
-        dim = self._whiten_dim(cfg)
-        self.whitener_ = Whitener.fit(self.embeddings_, dim) if dim else None
-        result = kmeans(self._cluster_space(self.embeddings_), int(self.k), n_init=10, seed=cfg.seed)
-        self.labels_ = result.labels
-        self.cluster_centers_ = result.centroids
         return self
+
+    def _fit_with_model(self, x: Any) -> DeepClusterer:
+        from deepclust.features import LoadedModel, load_model
+
+        if isinstance(self.model, LoadedModel):
+            loaded: LoadedModel | None = self.model
+        elif isinstance(self.model, str) and self.model in ("raw", "pca"):
+            loaded = None  # built once the store's working size is known
+        else:
+            loaded = load_model(self.model, device=self.device)  # before decoding: fails fast
+        store = self._to_store(x, size=getattr(loaded, "image_size", None),
+                               max_size=getattr(loaded, "max_size", 96))
+        if len(store.images) < self.k:
+            raise DataError(f"{len(store.images)} images cannot form k={self.k} clusters: lower k or add images")
+        with tempfile.TemporaryDirectory(prefix="deepclust-fit-") as tmp:
+            out = Path(self.out_dir) if self.out_dir is not None else Path(tmp)
+            self._cluster(store, loaded if loaded is not None else self.model, out_dir=out)
+        self.run_dir_ = None
+        return self
+
+    def _cluster(self, store: Any, model: Any, out_dir: str | Path | None = None) -> None:
+        from deepclust.features import LoadedModel, load_model
+        from deepclust.pipeline import cluster_store
+
+        if not isinstance(model, LoadedModel):
+            model = load_model(model, device=self.device, image_size=int(store.images.shape[1]),
+                               seed=int(self.random_state))
+        result = cluster_store(store, k=int(self.k), out_dir=out_dir if out_dir is not None else model.spec,
+                               model=model, seed=int(self.random_state), n_init=int(self.n_init),
+                               spherical=self.spherical, balanced=bool(self.balanced),
+                               whiten_dim=self._whiten_dim(), device=self.device, report=False,
+                               progress=self.verbose)
+        self.loaded_ = model
+        self.encoder_ = model.encoder
+        self.method_ = model.method
+        self.config_ = model.config
+        self.image_size_ = int(store.images.shape[1])
+        self.clustering_ = result.clustering
+        self.labels_ = result.labels
+        self.cluster_centers_ = result.clustering.centroids
+        self.metrics_ = result.info
+        self.embeddings_ = self._unit(result.embeddings)
 
     def fit_predict(self, x: Any, y: Any = None) -> np.ndarray:
         return self.fit(x).labels_
 
     def transform(self, x: Any) -> np.ndarray:
-        """L2-normalised embeddings ``(N, D)`` float32 of the trained method."""
+        """The encoder's embeddings ``(N, D)`` float32 (L2-normalised when clustered on the sphere)."""
+        from deepclust.models.encoder import embed_images
+
         self._check_fitted()
-        return self._embed(self._images(x))
+        images = self._images(x)
+        if images.shape[1] != self.image_size_:
+            raise DataError(f"this DeepClusterer was fitted on {self.image_size_}x{self.image_size_} images; "
+                            f"got {images.shape[1]}x{images.shape[2]}: resize them first")
+        return self._unit(embed_images(self.encoder_, images, progress=self.verbose))
 
     def predict(self, x: Any) -> np.ndarray:
-        """Index of the nearest cluster centre for each image, ``(N,)`` int64."""
-        from deepclust.cluster import assign_to_centroids
+        """The cluster of each image, ``(N,)`` int64 (`Clustering.predict`)."""
+        self._check_fitted()
+        return self.clustering_.predict(self.transform(x))
 
-        return assign_to_centroids(self._cluster_space(self.transform(x)), self.cluster_centers_)
+    def _unit(self, emb: np.ndarray) -> np.ndarray:
+        from deepclust.cluster import l2_normalize
 
-    def _whiten_dim(self, cfg) -> int | None:
+        return l2_normalize(emb) if self.clustering_.spherical else np.asarray(emb, np.float32)
+
+    def _whiten_dim(self) -> int | None:
         if self.whiten_dim == "auto":
-            return cfg.cluster_whiten_dim or None  # the recipe's choice
-        if self.whiten_dim is not None and (not isinstance(self.whiten_dim, (int, np.integer)) or self.whiten_dim < 1):
-            raise DeepclustError(f"whiten_dim must be a positive int, None or 'auto', got {self.whiten_dim!r}")
-        return self.whiten_dim
-
-    def _cluster_space(self, emb: np.ndarray) -> np.ndarray:
-        return self.whitener_(emb) if self.whitener_ is not None else emb
+            return None  # the encoder's default (a run's recipe)
+        if self.whiten_dim is None:
+            return 0
+        if isinstance(self.whiten_dim, bool) or not isinstance(self.whiten_dim, (int, np.integer)) \
+                or self.whiten_dim < 0:
+            raise DeepclustError(f"whiten_dim must be an int >= 0, None or 'auto', got {self.whiten_dim!r}")
+        return int(self.whiten_dim)
 
     # --- helpers --------------------------------------------------------------------
     def _images(self, x: Any) -> np.ndarray:
         if isinstance(x, (str, Path)) or (hasattr(x, "images") and hasattr(x, "labels")):
-            return np.asarray(self._to_store(x).images)
+            return np.asarray(self._to_store(x, size=getattr(self, "image_size_", None)).images)
         return check_images(x)
 
-    def _embed(self, images: np.ndarray) -> np.ndarray:
-        from deepclust.cluster import l2_normalize
-        from deepclust.core.distributed import init_from_env
-        from deepclust.train.embedding import embed_images
-
-        device = next(self.method_.parameters()).device if any(True for _ in self.method_.parameters()) \
-            else init_from_env(self.device)
-        emb = embed_images(self.method_, images, device=device, progress=self.verbose)
-        return l2_normalize(emb)
-
     def _check_fitted(self) -> None:
-        if not hasattr(self, "method_"):
+        if not hasattr(self, "clustering_"):
             raise DeepclustError("this DeepClusterer is not fitted yet: call fit(images) first")
-
-    def __repr__(self) -> str:
-        return f"DeepClusterer(method={self.method!r}, k={self.k}, backbone={self.backbone!r})"
 
 
 __all__ = ["DeepClusterer", "Whitener", "check_images"]  # Whitener re-exported

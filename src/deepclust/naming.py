@@ -16,7 +16,6 @@ one entry per line (``#`` starts a comment), or a comma-separated list.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from importlib import resources
@@ -93,10 +92,10 @@ def name_clusters(clip, images_uint8: np.ndarray, labels_pred: np.ndarray,
         ``{cluster: [(name, score), ...]}`` best first, scores in (0, 1).
     """
     if isinstance(clip, str):
+        from deepclust.core.device import resolve_device
         from deepclust.models.pretrained import load_clip
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        clip = load_clip(clip, device=device)
+
+        clip = load_clip(clip, device=resolve_device(device))
     labels_pred = np.asarray(labels_pred).astype(np.int64)
     if len(labels_pred) != len(images_uint8):
         raise DeepclustError(f"{len(labels_pred)} cluster labels for {len(images_uint8)} images")
@@ -137,35 +136,6 @@ def cluster_name_strings(names: dict[int, list[tuple[str, float]]], max_names: i
     """``{cluster: "cat (0.61), dog (0.20)"}`` for summaries and reports."""
     return {c: ", ".join(f"{n} ({s:.2f})" for n, s in pairs[:max_names])
             for c, pairs in names.items()}
-
-
-def add_names_to_assignments(assignments_csv: str | Path,
-                             names: dict[int, list[tuple[str, float]]],
-                             cluster_column: str = "cluster") -> Path:
-    """Add a ``cluster_name`` column (each cluster's best name) to an assignments CSV, in place
-    (written to a temporary file and renamed)."""
-    path = Path(assignments_csv)
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = list(reader.fieldnames or [])
-        rows = list(reader)
-    if cluster_column not in fields:
-        raise DeepclustError(f"{path} has no '{cluster_column}' column (columns: {fields})")
-    if "cluster_name" not in fields:
-        fields.append("cluster_name")
-    best = {c: pairs[0][0] for c, pairs in names.items() if pairs}
-    for row in rows:
-        try:
-            row["cluster_name"] = best.get(int(row[cluster_column]), "")
-        except ValueError:
-            row["cluster_name"] = ""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
 
 
 def cluster_name_list(names: dict[int, list[tuple[str, float]]], k: int) -> list[str]:

@@ -1,47 +1,43 @@
-"""Cluster a source of images end to end: load -> features -> k-means -> files on disk.
+"""Cluster a source of images end to end: load model -> load images -> embed -> cluster -> write.
 
-This is the library function behind ``deepclust cluster`` and ``deepclust demo``; the
-commands only parse arguments and print. Every stage is one call into its own module
-(`deepclust.data.store`, `deepclust.features`, `deepclust.cluster`, `deepclust.evaluate`,
-`deepclust.report`), so this file is glue and the output format, nothing more.
+This is the library function behind ``deepclust cluster``, ``deepclust train`` (its final
+clustering), ``deepclust demo`` and ``DeepClusterer(model=...)``; the commands only parse
+arguments and print. Each stage is one call:
 
-Files written into ``out_dir`` (each written to a temporary name, then renamed, so a crash
-never leaves a half-written file behind):
-
-* ``assignments.csv`` -- ``path,cluster`` plus ``label`` (true class name, empty when
-  unknown) when the source has labels, plus ``cluster_name`` (best CLIP name) with a namer.
-* ``metrics.json`` -- always ``n_images, n_skipped, k, features, cluster_sizes`` and timings
-  (``seconds`` in all, ``seconds_features``, ``seconds_kmeans``); with labels also ``acc,
-  acc_many_to_one, nmi, ari, n_clusters_used, n_evaluated`` (images with a known label).
-* ``skipped.csv`` -- ``path,reason`` for every input that could not be used (header only if none).
-* ``summary.txt`` -- one line per cluster: size, purity and majority class.
-* ``report.html`` -- the gallery (unless ``report=False``).
+1. `deepclust.features.load_model` -- the model, loaded once (eager attention from the start
+   when attention maps are asked for); a run gives its working size and whitening;
+2. `deepclust.data.store.load_images` -- the images, decoded once;
+3. `deepclust.features.embed_store` -- one embedding pass (cached on disk);
+4. `deepclust.cluster.cluster_embeddings` -- the one clustering function;
+5. names (`deepclust.naming`: the model's own embeddings when the namer is the same CLIP, else
+   one pass of the namer) and attention maps (the loaded encoder itself);
+6. `deepclust.output.write_clustering` -- the one writer (see `deepclust.output` for the files).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from torch import nn
 
-from deepclust.core.device import resolve_device
-from deepclust.core.io import atomic_write_csv, atomic_write_text
 from deepclust.errors import DeepclustError
+from deepclust.features import LoadedModel, embed_store, load_model
+from deepclust.output import clustering_metrics_info, format_summary, known_labels, write_clustering
 
 log = logging.getLogger(__name__)
 
 #: Feature kinds computed from pixels alone; anything else (a run dir, ``hf:...``) is learned.
 PIXEL_FEATURES = ("raw", "pca")
 DEFAULT_PCA_DIM = 50
-#: Working-size caps of the image store: pixels/trained models vs pretrained (224 px) models.
-DEFAULT_MAX_SIZE = 96
-PRETRAINED_MAX_SIZE = 224
 #: Built-in vocabulary used to name clusters when only a namer is given.
 DEFAULT_VOCAB = "common"
+
+Names = dict[int, list[tuple[str, float]]]
 
 
 @dataclass
@@ -55,7 +51,9 @@ class ClusterResult:
     files: dict[str, Path] = field(default_factory=dict)  # "assignments", "metrics", ... -> path
     summary: str = ""                     # the text of summary.txt
     info: dict = field(default_factory=dict)  # the full content of metrics.json
-    cluster_names: dict[int, list[tuple[str, float]]] | None = None  # CLIP names, best first
+    cluster_names: Names | None = None    # CLIP names, best first
+    clustering: Any = None                # the `deepclust.cluster.Clustering`
+    embeddings: np.ndarray | None = None  # (N, D) model embeddings
 
 
 def check_k(k: int, n_images: int | None = None) -> int:
@@ -72,84 +70,60 @@ def check_k(k: int, n_images: int | None = None) -> int:
     return int(k)
 
 
-def cluster_source(
-    source: str,
-    *,
-    k: int,
-    out_dir: str | Path,
-    features: str = "raw",
-    model: str | None = None,
-    size: int | None = None,
-    seed: int = 0,
-    n_init: int = 10,
-    spherical: bool | None = None,
-    balanced: bool = False,
-    pca_dim: int = DEFAULT_PCA_DIM,
-    whiten_dim: int | None = None,
-    device: str = "auto",
-    report: bool = True,
-    namer: str | None = None,
-    vocab: str = DEFAULT_VOCAB,
-    attention: bool = False,
-    progress: bool = True,
-) -> ClusterResult:
+def cluster_source(source: str, *, k: int, out_dir: str | Path, features: str = "raw",
+                   model: str | nn.Module | LoadedModel | None = None, size: int | None = None,
+                   namer: str | None = None, attention: bool = False, device: str = "auto",
+                   progress: bool = True, **options: Any) -> ClusterResult:
     """Load `source` (folder, ``.npz``, ``digits``, known set) and cluster it into `k` groups.
 
-    `model` (a trained run directory or ``hf:<id>``) takes precedence over `features`
-    (``raw`` or ``pca``). `whiten_dim` PCA-whitens learned features before k-means
-    (``deepclust.cluster.whiten``); None takes a trained run's ``cluster_whiten_dim``, 0 turns
-    it off. `attention` adds each cluster's ViT attention maps to the report.
-    `spherical=None` means: cosine k-means for learned features,
-    Euclidean for pixels. `namer` (``hf:<CLIP id or dir>``) names each cluster with the best
-    entries of `vocab` (built-in name, text file or ``"a,b,c"``; see `deepclust.naming`).
-    Raises `DeepclustError` for a bad `k` or an unusable source.
+    `model` (a run directory, ``hf:<id>``, a Hugging Face folder, a module) takes precedence
+    over `features` (``raw`` or ``pca``); it is loaded before the images are decoded, so a
+    missing model fails in seconds, and a run's working size is used when `size` is None.
+    The other keyword arguments are those of `cluster_store`.
     """
     from deepclust.data.store import load_images
+    from deepclust.features.load import DEFAULT_MAX_SIZE
 
     check_k(k)  # fail before minutes of decoding, not after
     if attention and not model:
         raise DeepclustError("attention maps need a ViT model: pass --model hf:<id> or a run trained "
                              "with a vit_* backbone (raw/pca features have no attention)")
-    pretrained = [spec for spec in (model, namer) if spec and spec.startswith("hf:")]
-    if pretrained:
-        from deepclust.models.pretrained import resolve_model_dir
-
-        # An offline machine without a local copy must hear so now, not after decoding.
-        for spec in pretrained:
-            resolve_model_dir(spec)
-    # Pretrained ViTs resize to ~224 px themselves; keep enough pixels in the store for them.
-    max_size = PRETRAINED_MAX_SIZE if model and model.startswith("hf:") else DEFAULT_MAX_SIZE
-    if size is None and model and not model.startswith("hf:"):
-        size = _trained_run_config(model).get("image_size")
-    store = load_images(source, size=size, max_size=max_size, progress=progress)
-    return cluster_store(
-        store, k=k, out_dir=out_dir, features=features, model=model, seed=seed, n_init=n_init,
-        spherical=spherical, balanced=balanced, pca_dim=pca_dim, whiten_dim=whiten_dim,
-        device=device, report=report,
-        namer=namer, vocab=vocab, attention=attention, progress=progress,
-    )
+    loaded = _load(model, device, attention) if model is not None else None
+    namer_model = _load_namer(namer, model, loaded, device)
+    if size is None and loaded is not None:
+        size = loaded.image_size
+    store = load_images(source, size=size, max_size=loaded.max_size if loaded else DEFAULT_MAX_SIZE,
+                        progress=progress)
+    return cluster_store(store, k=k, out_dir=out_dir, features=features, model=loaded if loaded else None,
+                         namer=namer_model, attention=attention, device=device, progress=progress, **options)
 
 
-def _trained_run_config(run_dir: str) -> dict:
-    """A trained run's config.json (its working size and k-means whitening make `--size`
-    and `--whiten` optional), or {} when `run_dir` is not a run directory."""
-    config = Path(run_dir) / "config.json"
-    if not config.is_file():
-        return {}  # extract_features will say what is wrong with the model spec
-    try:
-        data = json.loads(config.read_text())
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+def _load(model: str | nn.Module | LoadedModel, device: str, attention: bool) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        return model
+    return load_model(model, device=device, attentions=attention)
+
+
+def _load_namer(namer: Any, model: Any, loaded: LoadedModel | None, device: str) -> Any:
+    """The namer's CLIP encoder: the model itself when it is the same spec, else loaded once."""
+    if namer is None or not isinstance(namer, str):
+        return namer
+    from deepclust.models.pretrained import require_clip
+
+    if loaded is not None and isinstance(model, str) and namer == model:
+        require_clip(loaded.encoder, namer)  # fail now, not after the clustering
+        return loaded
+
+    return require_clip(load_model(namer, device=device).encoder, namer)
 
 
 def cluster_store(
-    store,
+    store: Any,
     *,
     k: int,
     out_dir: str | Path,
     features: str = "raw",
-    model: str | None = None,
+    model: str | nn.Module | LoadedModel | None = None,
     seed: int = 0,
     n_init: int = 10,
     spherical: bool | None = None,
@@ -158,176 +132,96 @@ def cluster_store(
     whiten_dim: int | None = None,
     device: str = "auto",
     report: bool = True,
-    namer: str | None = None,
-    vocab: str = DEFAULT_VOCAB,
+    namer: Any = None,
+    vocab: Any = DEFAULT_VOCAB,
     attention: bool = False,
     progress: bool = True,
     title: str | None = None,
+    run_dir: str | Path | None = None,
+    batch_size: int = 256,
 ) -> ClusterResult:
-    """Cluster an already loaded `ImageStore` (see `cluster_source` for the arguments)."""
-    from deepclust.cluster import balanced_assign, kmeans, pca_whiten
-    from deepclust.features import extract_features
+    """Cluster an already loaded `ImageStore` and write the files into `out_dir`.
+
+    `spherical=None` and `whiten_dim=None` take the encoder's defaults (cosine k-means for
+    learned embeddings, Euclidean for pixels; a run's ``cluster_whiten_dim``). `namer` is a
+    CLIP spec, a `ClipEncoder` or the `LoadedModel` of the model itself; it names each cluster
+    with the best entries of `vocab` (built-in name, text file or ``"a,b,c"``). `attention`
+    adds each cluster's ViT attention maps to the report. `run_dir` (default: the model's, when
+    it is a run) feeds the report's training curves.
+    """
+    from deepclust.cluster import cluster_embeddings
 
     start = time.perf_counter()
     n_images = len(store.paths)
     k = check_k(k, n_images)
-    spec = model if model else features
-    if model and features != "raw":
+    if model is not None and features != "raw":
         log.info("--model %s is used; --features %s is ignored", model, features)
-    if spec == "pca" and pca_dim >= n_images:
+    if model is None and features == "pca" and pca_dim >= n_images:
         pca_dim = max(1, n_images - 1)  # PCA cannot have more components than samples
-    if spherical is None:
-        spherical = spec not in PIXEL_FEATURES
-
-    log.info("features: %s on %d images", spec, n_images)
-    extra = {"pca_dim": pca_dim} if spec == "pca" else {}
-    x = extract_features(store, spec, device=resolve_device(device), cache=True, **extra)
-    features_done = time.perf_counter()
-    if whiten_dim is None:  # a trained run's recipe says how its embeddings cluster best
-        whiten_dim = int(_trained_run_config(model).get("cluster_whiten_dim", 0)) if model else 0
-    if whiten_dim:
-        x = pca_whiten(x, whiten_dim)
-    log.info("k-means: k=%d, n_init=%d, %s%s", k, n_init, "cosine" if spherical else "euclidean",
-             f", features whitened to {x.shape[1]} dims" if whiten_dim else "")
-    result = kmeans(x, k, n_init=n_init, seed=seed, spherical=spherical)
-    labels = np.asarray(result.labels, dtype=np.int64)
-    if balanced:
-        points = _unit_rows(x) if spherical else x
-        # Cosine scores even for euclidean k-means: with -d^2 scores, a tight far-away cluster
-        # gives codes of ~1e-9 toward other centroids and Sinkhorn cannot rebalance it.
-        labels = np.asarray(balanced_assign(points, result.centroids), dtype=np.int64)
+    loaded = model if isinstance(model, LoadedModel) else load_model(
+        model if model is not None else features, device=device, attentions=attention,
+        image_size=int(store.images.shape[1]), pca_dim=pca_dim, seed=seed)
+    if attention and not loaded.encoder.has_attention:
+        raise DeepclustError(f"{loaded.spec} has no self-attention: attention maps need a ViT model "
+                             "(hf:facebook/dinov2-*, hf:openai/clip-*, or a run trained with a vit_* backbone)")
+    log.info("features: %s on %d images", loaded.spec, n_images)
+    embedded = embed_store(loaded, store, batch_size=batch_size, progress=progress)
+    x = embedded.features
+    spherical = loaded.spherical if spherical is None else bool(spherical)
+    whiten_dim = loaded.whiten_dim if whiten_dim is None else int(whiten_dim)
+    log.info("k-means: k=%d, n_init=%d, %s%s", k, n_init, "cosine" if spherical or whiten_dim else "euclidean",
+             f", whitened to {whiten_dim} dims" if whiten_dim else "")
+    clustering = cluster_embeddings(x, k, spherical=spherical, whiten_dim=whiten_dim, n_init=n_init,
+                                    seed=seed, balanced=balanced)
     kmeans_done = time.perf_counter()
+    labels = clustering.labels
+    names = _names(namer, loaded, store, labels, x, vocab, progress)
+    extras = None
+    if attention and report:
+        from deepclust.attention import cluster_attention_extras
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # metrics.json is written last and marks a finished run: drop one left by an earlier run.
-    (out / "metrics.json").unlink(missing_ok=True)
-    labels_true = _known_labels(store)
-    metrics = _metrics(labels_true, labels)
-    cluster_names = None
-    if namer:
-        from deepclust.naming import name_clusters
-
-        log.info("naming clusters with %s (vocabulary: %s)", namer, vocab)
-        cluster_names = name_clusters(namer, store.images, labels, vocab, top_n=3, progress=progress)
-
-    info = {
-        **(metrics or {}),
-        "n_images": n_images,
-        "n_skipped": len(store.skipped),
-        "k": k,
-        "features": spec,
-        "spherical": bool(spherical),
-        "whiten_dim": int(whiten_dim),
-        "balanced": bool(balanced),
-        "seed": seed,
-        "n_init": n_init,
-        "n_empty_repaired": int(result.n_empty_repaired),
-        "cluster_sizes": np.bincount(labels, minlength=k).tolist(),
-        "seconds_features": round(features_done - start, 3),
-        "seconds_kmeans": round(kmeans_done - features_done, 3),
-    }
-    if cluster_names:
-        info.update(namer=namer, vocab=vocab if isinstance(vocab, str) else list(vocab),
-                    cluster_names={str(c): [[name, round(float(score), 4)] for name, score in names]
-                                   for c, names in sorted(cluster_names.items())})
-    summary = format_summary(labels, labels_true, store.class_names, cluster_names)
-    files = {
-        "assignments": _write_assignments(out / "assignments.csv", store, labels, cluster_names),
-        "skipped": _write_skipped(out / "skipped.csv", store.skipped),
-        "summary": atomic_write_text(out / "summary.txt", summary),
-    }
-    if report:
-        from deepclust.report import write_report
-
-        extras = None
-        if attention:
-            from deepclust.attention import cluster_attention_extras, load_attention_model
-
-            log.info("attention maps of a few images per cluster (%s)", spec)
-            attention_model, _ = load_attention_model(spec, resolve_device(device))
-            extras = cluster_attention_extras(store.images, labels, attention_model)
-        files["report"] = Path(write_report(
-            out, images=store.images, labels_pred=labels, paths=list(store.paths), embeddings=x,
-            labels_true=labels_true, class_names=store.class_names, metrics=metrics,
-            cluster_names=cluster_names, cluster_extras=extras,
-            title=title or f"deepclust: {spec} features, k={k}",
-            skipped=list(store.skipped), progress=progress,
-        ))
-    # metrics.json last: its presence means the run finished.
+        log.info("attention maps of a few images per cluster (%s)", loaded.spec)
+        extras = cluster_attention_extras(store.images, labels, loaded.encoder)
+    info = clustering_metrics_info(store, clustering, features=x, spec=loaded.spec, logits=embedded.logits,
+                                   config=loaded.config, seed=seed, n_init=n_init,
+                                   seconds={"features": embedded.seconds,
+                                            "kmeans": kmeans_done - start - embedded.seconds})
+    if names:
+        info.update(namer=getattr(namer, "spec", None) or getattr(namer, "name", str(namer)),
+                    vocab=vocab if isinstance(vocab, str) else list(vocab),
+                    cluster_names={str(c): [[name, round(float(score), 4)] for name, score in ranked]
+                                   for c, ranked in sorted(names.items())})
+    if run_dir is None and loaded.kind == "run":
+        run_dir = loaded.spec
     info["seconds"] = round(time.perf_counter() - start, 3)
-    files["metrics"] = atomic_write_text(out / "metrics.json", json.dumps(info, indent=2) + "\n")
-    return ClusterResult(labels=labels, metrics=metrics, paths=list(store.paths), out_dir=out,
-                         files=files, summary=summary, info=info, cluster_names=cluster_names)
+    files = write_clustering(out_dir, store, labels, info=info, embeddings=x, cluster_names=names,
+                             report=report, run_dir=run_dir, cluster_extras=extras,
+                             title=title or f"deepclust: {loaded.spec} features, k={k}", progress=progress)
+    metrics = {key: info[key] for key in ("acc", "acc_many_to_one", "nmi", "ari", "n_clusters_used",
+                                          "n_evaluated") if key in info} or None
+    summary = format_summary(labels, known_labels(store), getattr(store, "class_names", None), names)
+    return ClusterResult(labels=labels, metrics=metrics, paths=list(store.paths), out_dir=Path(out_dir),
+                         files=files, summary=summary, info=info, cluster_names=names,
+                         clustering=clustering, embeddings=x)
 
 
-def format_summary(labels_pred: np.ndarray, labels_true: np.ndarray | None,
-                   class_names: list[str] | None,
-                   cluster_names: dict[int, list[tuple[str, float]]] | None = None) -> str:
-    """One line per cluster, largest first: size, purity and majority class (when labels are known)."""
-    from deepclust.report.stats import summarize_clusters
-
-    lines = []
-    for s in summarize_clusters(labels_pred, labels_true):
-        line = f"cluster {s.cluster:>3}: {s.size:>6} images"
-        if cluster_names and cluster_names.get(s.cluster):
-            line += "  [" + ", ".join(f"{name} {score:.2f}" for name, score in cluster_names[s.cluster]) + "]"
-        if s.purity is not None:
-            line += f"  purity {s.purity:.2f}  majority {_class_name(s.majority_class, class_names)}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
-def _class_name(label: int | None, class_names: list[str] | None) -> str:
-    if label is None or label < 0:
-        return ""
-    if class_names and label < len(class_names):
-        return str(class_names[label])
-    return str(label)
-
-
-def _known_labels(store) -> np.ndarray | None:
-    """The store's labels, or None when it has none or none are known (-1 everywhere)."""
-    if store.labels is None:
+def _names(namer: Any, loaded: LoadedModel, store: Any, labels: np.ndarray, x: np.ndarray,
+           vocab: Any, progress: bool) -> Names | None:
+    """CLIP names per cluster; the clustering's own embeddings when the namer is the model."""
+    if namer is None:
         return None
-    labels = np.asarray(store.labels, dtype=np.int64)
-    return labels if (labels >= 0).any() else None
+    from deepclust.models.pretrained import ClipEncoder, require_clip
+    from deepclust.naming import name_clusters
+
+    if isinstance(namer, str):
+        namer = loaded if namer == loaded.spec else require_clip(load_model(namer).encoder, namer)
+    reuse = isinstance(namer, LoadedModel) or namer is loaded.encoder
+    clip = require_clip(loaded.encoder if reuse else namer, getattr(namer, "spec", str(namer)))
+    log.info("naming clusters with %s (vocabulary: %s)", clip.name, vocab)
+    if reuse and isinstance(clip, ClipEncoder) and clip.pooling == "cls":
+        return name_clusters(clip, store.images, labels, vocab, top_n=3, image_embeds=x, progress=progress)
+    return name_clusters(clip, store.images, labels, vocab, top_n=3, progress=progress)
 
 
-def _metrics(labels_true: np.ndarray | None, labels_pred: np.ndarray) -> dict | None:
-    """ACC/NMI/ARI over the images whose true label is known (-1 = unknown); None without labels."""
-    if labels_true is None:
-        return None
-    from deepclust.evaluate.metrics import clustering_metrics
-
-    return {key: (float(v) if isinstance(v, (float, np.floating)) else int(v))
-            for key, v in clustering_metrics(labels_true, labels_pred).items()}
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
-
-
-def _write_assignments(path: Path, store, labels: np.ndarray,
-                       cluster_names: dict[int, list[tuple[str, float]]] | None) -> Path:
-    labels_true = store.labels
-    header = ["path", "cluster"]
-    if labels_true is not None:
-        header.append("label")
-    if cluster_names:
-        header.append("cluster_name")
-    rows = []
-    for i, (image_path, cluster) in enumerate(zip(store.paths, labels)):
-        row = [image_path, int(cluster)]
-        if labels_true is not None:
-            row.append(_class_name(int(labels_true[i]), store.class_names))
-        if cluster_names:
-            names = cluster_names.get(int(cluster))
-            row.append(names[0][0] if names else "")  # the best name only; all are in metrics.json
-        rows.append(row)
-    return atomic_write_csv(path, header, rows)
-
-
-def _write_skipped(path: Path, skipped: list[tuple[str, str]]) -> Path:
-    return atomic_write_csv(path, ["path", "reason"], [[p, r] for p, r in skipped])
+__all__ = ["ClusterResult", "cluster_source", "cluster_store", "check_k", "format_summary",
+           "PIXEL_FEATURES", "DEFAULT_PCA_DIM", "DEFAULT_VOCAB"]

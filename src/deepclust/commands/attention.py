@@ -39,26 +39,29 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from deepclust.attention import (_hstack, attention_mask, cls_attention_maps, load_attention_model, masked,
-                                     overlay, to_png)
-    from deepclust.commands._pretrained_common import PRETRAINED_MAX_SIZE
-    from deepclust.core.device import resolve_device
+    from deepclust.attention import _hstack, attention_mask, cls_attention_maps, masked, overlay, to_png
+    from deepclust.core.io import atomic_write_bytes, atomic_write_text
     from deepclust.data.store import load_images
     from deepclust.errors import DeepclustError
+    from deepclust.features import load_model
 
     if not 0 < args.mass <= 1:
         raise DeepclustError(f"--mass must be in (0, 1], got {args.mass}")
     if args.limit < 1:
         raise DeepclustError(f"--limit must be at least 1, got {args.limit}")
-    model, trained_size = load_attention_model(args.model, resolve_device(args.device))
+    loaded = load_model(args.model, device=args.device, attentions=True)
+    trained_size = loaded.image_size
     if trained_size is not None and args.size not in (None, trained_size):
         raise DeepclustError(f"the run in {args.model} was trained on {trained_size}px images; "
                              f"drop --size or pass --size {trained_size}")
-    store = load_images(args.source, size=trained_size or args.size, max_size=PRETRAINED_MAX_SIZE,
+    if not loaded.encoder.has_attention:
+        raise DeepclustError(f"{args.model} has no self-attention: attention maps need a ViT (hf:facebook/dinov2-*, "
+                             "hf:openai/clip-*, or a run trained with a vit_* backbone)")
+    store = load_images(args.source, size=trained_size or args.size, max_size=loaded.max_size,
                         progress=not args.quiet)
     n = min(args.limit, len(store.paths))
     images = np.asarray(store.images[:n])
-    maps = cls_attention_maps(model, images, batch_size=args.batch_size)     # (n, heads, h, w)
+    maps = cls_attention_maps(loaded.encoder, images, batch_size=args.batch_size)     # (n, heads, h, w)
     mean_maps = maps.mean(axis=1)
     masks = attention_mask(mean_maps, args.mass)
     out = Path(args.out)
@@ -66,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for i in range(n):
         stem = f"{i:04d}"
-        (out / f"{stem}_overlay.png").write_bytes(to_png(overlay(images[i], mean_maps[i])))
-        (out / f"{stem}_heads.png").write_bytes(to_png(_hstack([overlay(images[i], h) for h in maps[i]])))
-        (out / f"{stem}_mask.png").write_bytes(to_png(masked(images[i], masks[i])))
+        atomic_write_bytes(out / f"{stem}_overlay.png", to_png(overlay(images[i], mean_maps[i])))
+        atomic_write_bytes(out / f"{stem}_heads.png", to_png(_hstack([overlay(images[i], h) for h in maps[i]])))
+        atomic_write_bytes(out / f"{stem}_mask.png", to_png(masked(images[i], masks[i])))
         rows.append(f"<tr><td>{html.escape(str(store.paths[i]))}<br>{int(masks[i].sum())}/{masks[i].size} "
                     f"patches kept</td><td><img src='{stem}_overlay.png'></td><td><img src='{stem}_mask.png'>"
                     f"</td><td><img src='{stem}_heads.png'></td></tr>")
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             f"<p>{n} images; mask keeps {args.mass:.0%} of the attention mass (mean over heads).</p>"
             f"<table><tr><th>image</th><th>mean over heads</th><th>mask</th><th>each head</th></tr>"
             + "".join(rows) + "</table>")
-    (out / "index.html").write_text(page, encoding="utf-8")
+    atomic_write_text(out / "index.html", page)
     print(f"attention maps of {n} images ({maps.shape[1]} heads, {maps.shape[2]}x{maps.shape[3]} patches) "
           f"written to {out} (open {out / 'index.html'})")
     return 0

@@ -89,32 +89,20 @@ def _align_test_labels(train_store, test_store, test_y):
     return np.where(test_y >= 0, remap[np.clip(test_y, 0, None)], -1)
 
 
-def compute_features(spec: str, train_store, test_store, *, device: str, batch_size: int,
-                     pooling: str | None, pca_dim: int, seed: int, progress: bool):
-    """Train and test features for one spec; PCA is fitted on the train set only."""
-    import numpy as np
+def compute_features(loaded, train_store, test_store, *, batch_size: int, progress: bool):
+    """Train and test embeddings of one loaded model; a PCA is fitted on the train set only."""
+    from deepclust.features import embed_store
 
-    from deepclust.features import extract_features
-
-    kw = {}
-    if pooling is not None:
-        if not spec.startswith("hf:"):
-            from deepclust.errors import DeepclustError
-            raise DeepclustError("--pooling applies to hf: models only")
-        kw["pooling"] = pooling
-    if spec == "pca":
-        from sklearn.decomposition import PCA
-        xtr = extract_features(train_store, "raw", device=device, batch_size=batch_size)
-        xte = extract_features(test_store, "raw", device=device, batch_size=batch_size)
-        pca = PCA(n_components=min(pca_dim, *xtr.shape), whiten=True, random_state=seed).fit(xtr)
-        return pca.transform(xtr).astype(np.float32), pca.transform(xte).astype(np.float32)
-    xtr = extract_features(train_store, spec, device=device, batch_size=batch_size, **kw)
-    xte = extract_features(test_store, spec, device=device, batch_size=batch_size, **kw)
+    # The first call fits a PCA encoder on the train store; the test set reuses that fit.
+    xtr = embed_store(loaded, train_store, batch_size=batch_size, progress=progress).features
+    if loaded.kind == "pca" and not loaded.encoder.fitted:
+        loaded.encoder.fit(train_store.images, batch_size=batch_size)
+    xte = embed_store(loaded, test_store, batch_size=batch_size, cache=loaded.kind != "pca",
+                      progress=progress).features
     return xtr, xte
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepclust.commands._pretrained_common import PRETRAINED_MAX_SIZE
     from deepclust.core.device import resolve_device
     from deepclust.core.io import atomic_write_json
     from deepclust.data.store import load_images
@@ -122,26 +110,33 @@ def run(args: argparse.Namespace) -> int:
     from deepclust.evaluate.fewshot import fewshot_accuracy
     from deepclust.evaluate.knn import knn_accuracy
     from deepclust.evaluate.linear_probe import linear_probe_accuracy
+    from deepclust.features import load_model
+    from deepclust.features.load import spec_kind
 
     fewshot = parse_fewshot(args.fewshot)
     if args.knn_k < 1:
         raise DeepclustError(f"--knn-k must be at least 1, got {args.knn_k}")
     device = resolve_device(args.device)
-    if args.model.startswith("hf:"):
-        from deepclust.models.pretrained import load_pretrained
-        load_pretrained(args.model, device=device)   # fail fast (offline) before decoding images
-    max_size = PRETRAINED_MAX_SIZE if args.model.startswith("hf:") else 96
+    kind = spec_kind(args.model)
+    if args.pooling is not None and kind != "hf":
+        raise DeepclustError("--pooling applies to Hugging Face models (hf:...) only")
+    hf = {"pooling": args.pooling} if args.pooling else {}
+    # Models are loaded before decoding (a missing one fails fast); pixel baselines need the size.
+    loaded = None if kind in ("raw", "pca") else load_model(args.model, device=device, **hf)
     progress = not args.quiet
-    train = load_images(args.train, size=args.size, max_size=max_size, progress=progress)
+    size = args.size or (loaded.image_size if loaded is not None else None)
+    max_size = loaded.max_size if loaded is not None else 96
+    train = load_images(args.train, size=size, max_size=max_size, progress=progress)
     # The same working size for both, so pixel features have the same dimension.
     test = load_images(args.test, size=int(train.images.shape[1]), progress=progress)
     train_y = _labelled(train, "train")
     test_y = _align_test_labels(train, test, _labelled(test, "test"))
 
     t0 = time.perf_counter()
-    xtr, xte = compute_features(args.model, train, test, device=device, batch_size=args.batch_size,
-                                pooling=args.pooling, pca_dim=args.pca_dim, seed=args.seed,
-                                progress=progress)
+    if loaded is None:
+        loaded = load_model(args.model, device=device, image_size=int(train.images.shape[1]),
+                            pca_dim=min(args.pca_dim, len(train.paths)), seed=args.seed)
+    xtr, xte = compute_features(loaded, train, test, batch_size=args.batch_size, progress=progress)
     metrics: dict = {"model": args.model, "train": args.train, "test": args.test,
                      "n_train": int(len(xtr)), "n_test": int(len(xte)), "dim": int(xtr.shape[1]),
                      "seconds_features": round(time.perf_counter() - t0, 3)}

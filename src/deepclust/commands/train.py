@@ -13,8 +13,11 @@ then cluster them with the trained backbone. DIR receives:
 
   config.json, model.safetensors, optimizer.safetensors, state.json   checkpoint (every epoch)
   log.csv          one row per epoch: loss, lr, images/s, collapse watch, online k-NN accuracy
+  then the clustering of SOURCE with the trained encoder, exactly as
+  `deepclust cluster SOURCE --model DIR --k K` writes it (same numbers, same keys):
   assignments.csv  path, cluster (k-means with K clusters on the trained features)
-  metrics.json     ACC/NMI/ARI and k-NN accuracy when the source has class sub-folders
+  metrics.json     ACC/NMI/ARI, k-NN and cluster-head accuracy when the source has labels
+  skipped.csv, summary.txt, report.html (with the training curves of log.csv)
 
 Settings come from defaults <- the recipe (--config, a YAML path or a name in configs/)
 <- the flags below <- --set key=value (any TrainConfig field; method_kwargs.NAME=value for a
@@ -55,6 +58,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set optimizer=lars --set method_kwargs.epsilon=0.03")
+    p.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(run=run)
 
@@ -81,10 +85,9 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepclust.data.store import load_images
-    from deepclust.train.builder import load_trained_method
     from deepclust.core.distributed import barrier, cleanup, get_rank, init_from_env
-    from deepclust.train.finalize import finalize_run, format_summary
+    from deepclust.data.store import load_images
+    from deepclust.pipeline import cluster_store
     from deepclust.train.loop import train
 
     cfg = build_config(args)
@@ -97,15 +100,26 @@ def run(args: argparse.Namespace) -> int:
         for turn in (0, 1):
             if (rank == 0) == (turn == 0):
                 store = load_images(cfg.data, size=cfg.image_size, progress=show)
-                eval_store = load_images(cfg.eval_data, size=store.images.shape[1], progress=show) if cfg.eval_data else None
+                eval_store = (load_images(cfg.eval_data, size=store.images.shape[1], progress=show)
+                              if cfg.eval_data else None)
             barrier()
         out = train(cfg, store, args.out, resume=args.resume, progress=show, eval_store=eval_store)
         if rank == 0:
-            method, trained_cfg = load_trained_method(out, device=str(device))
-            metrics = finalize_run(method, store, out, trained_cfg, device=device, progress=show)
+            # The same pipeline as `deepclust cluster SOURCE --model OUT --k K`: same numbers.
+            result = cluster_store(store, k=cfg.k, out_dir=out, model=str(out), device=str(device),
+                                   seed=cfg.seed, report=getattr(args, "report", True), progress=show)
             print(f"trained {cfg.method} on {cfg.data} -> {out}")
-            print(format_summary(metrics))
+            print(format_summary(result.info))
         barrier()
     finally:
         cleanup()
     return 0
+
+
+def format_summary(metrics: dict) -> str:
+    """One line: images, clusters used, sizes and the scores that are known."""
+    keys = ["acc", "nmi", "ari", "knn_acc", "head_acc", "head_nmi"]
+    shown = ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), float))
+    sizes = metrics["cluster_sizes"]
+    return (f"{metrics['n_images']} images -> {sum(1 for s in sizes if s)} clusters "
+            f"(sizes {min(sizes)}..{max(sizes)})" + (f"; {shown}" if shown else ""))

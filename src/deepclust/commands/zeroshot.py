@@ -28,7 +28,8 @@ def register(subparsers) -> None:
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="SOURCE", help="folder, .npz file, 'digits' or a known data set")
-    p.add_argument("--model", required=True, metavar="hf:ID|hf:DIR", help="a CLIP model, e.g. hf:openai/clip-vit-base-patch32")
+    p.add_argument("--model", required=True, metavar="hf:ID|DIR",
+                   help="a CLIP model: hf:openai/clip-vit-base-patch32, or a save_pretrained folder")
     names = p.add_mutually_exclusive_group(required=True)
     names.add_argument("--classes", metavar="A,B,...", help="comma-separated class names")
     names.add_argument("--classes-file", metavar="FILE",
@@ -43,20 +44,25 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from deepclust.commands._pretrained_common import PRETRAINED_MAX_SIZE
-    from deepclust.core.device import resolve_device
     from deepclust.core.io import atomic_write_csv, atomic_write_json
     from deepclust.data.store import load_images
-    from deepclust.models.pretrained import load_clip
+    from deepclust.features import load_model
+    from deepclust.models.pretrained import require_clip
     from deepclust.naming import load_vocabulary
-    from deepclust.zeroshot import (DEFAULT_TEMPLATES, check_class_names, check_templates,
-                                    match_labels, zero_shot_classify)
+    from deepclust.zeroshot import (
+        DEFAULT_TEMPLATES,
+        check_class_names,
+        check_templates,
+        match_labels,
+        zero_shot_classify,
+    )
 
     class_names = check_class_names(load_vocabulary(args.classes_file) if args.classes_file
                                     else args.classes.split(","))
     templates = check_templates([args.template] if args.template else DEFAULT_TEMPLATES)
-    clip = load_clip(args.model, device=resolve_device(args.device))   # fail fast, before decoding
-    store = load_images(args.source, size=args.size, max_size=PRETRAINED_MAX_SIZE, progress=not args.quiet)
+    loaded = load_model(args.model, device=args.device)              # fail fast, before decoding
+    clip = require_clip(loaded.encoder, args.model)
+    store = load_images(args.source, size=args.size, max_size=loaded.max_size, progress=not args.quiet)
     probs, pred = zero_shot_classify(clip, store.images, class_names, templates,
                                      batch_size=args.batch_size, progress=not args.quiet)
     out = Path(args.out)

@@ -94,6 +94,25 @@ def clustering_metrics(y_true, y_pred) -> dict:
     }
 
 
+def contingency(y_true, y_pred) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Counts of (true class, cluster) pairs over the entries with a known class.
+
+    Returns:
+        ``cm`` of shape ``(n_classes, n_clusters)`` int64, the class ids (rows: those with a
+        known label) and the cluster ids (columns: every predicted id, also those whose members
+        are all unknown), both sorted ascending. The report's confusion matrix.
+    """
+    y_true = check_labels(y_true, "y_true")
+    y_pred = check_labels(y_pred, "y_pred")
+    check_same_length(y_true, y_pred, "y_true", "y_pred")
+    known = y_true != UNKNOWN
+    class_ids = np.unique(y_true[known])
+    cluster_ids = np.unique(y_pred)
+    cm = np.zeros((class_ids.size, cluster_ids.size), dtype=np.int64)
+    np.add.at(cm, (np.searchsorted(class_ids, y_true[known]), np.searchsorted(cluster_ids, y_pred[known])), 1)
+    return cm, class_ids, cluster_ids
+
+
 def confusion_matrix(y_true, y_pred) -> np.ndarray:
     """Counts ``M[c, j]`` of samples of class ``c`` put in cluster ``j``.
 
@@ -104,8 +123,9 @@ def confusion_matrix(y_true, y_pred) -> np.ndarray:
     y_true, y_pred = _known(y_true, y_pred)
     if y_true.min() < 0 or y_pred.min() < 0:
         raise InvalidInputError("confusion_matrix needs non-negative class and cluster ids (true labels may be -1 = unknown).")
+    cm, class_ids, cluster_ids = contingency(y_true, y_pred)
     table = np.zeros((y_true.max() + 1, y_pred.max() + 1), dtype=np.int64)
-    np.add.at(table, (y_true, y_pred), 1)
+    table[np.ix_(class_ids, cluster_ids)] = cm
     return table
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from deepclust.evaluate.metrics import contingency
+
 
 @dataclass
 class ClusterSummary:
@@ -56,25 +58,8 @@ def summarize_clusters(labels_pred: np.ndarray, labels_true: np.ndarray | None =
     return summaries
 
 
-def confusion_matrix(
-    labels_true: np.ndarray, labels_pred: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Counts of (true class, cluster) pairs over the items with a known class.
-
-    Returns:
-        ``cm`` of shape ``(n_classes, n_clusters)`` int64, the class ids (rows) and the
-        cluster ids (columns), both sorted ascending.
-    """
-    labels_true = np.asarray(labels_true, dtype=np.int64)
-    labels_pred = np.asarray(labels_pred, dtype=np.int64)
-    known = labels_true >= 0
-    class_ids = np.unique(labels_true[known])
-    cluster_ids = np.unique(labels_pred)
-    rows = np.searchsorted(class_ids, labels_true[known])
-    cols = np.searchsorted(cluster_ids, labels_pred[known])
-    cm = np.zeros((class_ids.size, cluster_ids.size), dtype=np.int64)
-    np.add.at(cm, (rows, cols), 1)
-    return cm, class_ids, cluster_ids
+# The report's confusion matrix is the evaluation's contingency table (one implementation).
+confusion_matrix = contingency
 
 
 def hungarian_column_order(cm: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ Calling the towers directly keeps this identical across transformers 4.x and 5.x
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,28 +22,25 @@ from deepclust.models.pretrained.encoder import PretrainedEncoder
 class ClipEncoder(PretrainedEncoder):
     kind = "clip"
 
-    def __init__(self, *args, tokenizer=None, **kwargs):
+    def __init__(self, *args: Any, tokenizer: Any = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.tokenizer = tokenizer
 
-    def _vision(self, pixel_values: torch.Tensor, **kw):
-        return self.model.vision_model(pixel_values=pixel_values, **kw)
-
-    def tokens(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self._vision(pixel_values)
+    def tokens(self, pixel_values: torch.Tensor, masks: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        if masks is not None:
+            raise DeepclustError(f"{self.name}: CLIP's vision tower has no mask token")
+        out = self.model.vision_model(pixel_values=pixel_values)
         image_embeds = self.model.visual_projection(out.pooler_output)
         patches = self.model.vision_model.post_layernorm(out.last_hidden_state[:, 1:])
         return image_embeds, patches
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Projected image embeddings ``(B, P)`` (not normalised)."""
-        return self.model.visual_projection(self._vision(pixel_values).pooler_output)
+        return self.model.visual_projection(self.model.vision_model(pixel_values=pixel_values).pooler_output)
 
-    def last_selfattention(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        out = self._vision(pixel_values, output_attentions=True)
-        if not out.attentions or out.attentions[-1] is None:
-            raise RuntimeError("the model returned no attentions; load it with attn_implementation='eager'")
-        return out.attentions[-1]
+    def _attentions(self, pixel_values: torch.Tensor) -> Any:
+        return self.model.vision_model(pixel_values=pixel_values, output_attentions=True).attentions
 
     @property
     def logit_scale(self) -> float:

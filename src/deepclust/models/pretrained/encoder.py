@@ -1,20 +1,28 @@
-"""What every pretrained image encoder offers: preprocessing, pooled features, attention.
+"""What every Hugging Face image encoder offers, as an `Encoder` (an ``nn.Module``).
 
-Subclasses (DINOv2, CLIP) implement :meth:`PretrainedEncoder.tokens`; batching, autocast,
-``inference_mode`` and the progress bar live here once.
+`PretrainedEncoder` holds the Hugging Face module (``self.model``) and the model's own
+preprocessing (`ImagePreprocess`, read from ``preprocessor_config.json``). ``forward`` pools
+the tokens per ``pooling``: ``cls`` (the CLS / projected image feature), ``mean`` (mean of the
+patch tokens) or ``both`` (concatenated); ``embed_dim`` follows. It is frozen when loaded
+(``requires_grad_(False)``, eval mode) and trainable after ``requires_grad_(True)``.
+Subclasses (DINOv2, CLIP) implement `tokens` and `_attentions`.
+
+Embedding a whole array goes through the one loop, `deepclust.models.encoder.embed_images`;
+`embed` is a convenience around it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from deepclust.core.device import amp_dtype, autocast
+from deepclust.core.device import amp_dtype, resolve_device
 from deepclust.errors import DeepclustError
+from deepclust.models.encoder import Encoder, embed_images
 from deepclust.models.pretrained.preprocess import ImagePreprocess
 
 POOLINGS = ("cls", "mean", "both")
@@ -27,76 +35,119 @@ def check_pooling(pooling: str) -> str:
     return pooling
 
 
-class PretrainedEncoder:
-    """A frozen pretrained ViT with its own preprocessing.
+class PretrainedEncoder(Encoder):
+    """A pretrained ViT with its own preprocessing.
 
     Attributes:
-        name: the spec it was loaded from (``hf:...``).
-        model: the Hugging Face module (eval mode, on ``device``).
-        preprocess: resize / crop / normalise from the model's processor config.
+        name: the spec it was loaded from (``hf:...`` or a folder).
+        model: the Hugging Face module.
+        processor: resize / crop / normalise from the model's processor config.
         patch_size: ViT patch side in pixels.
         num_prefix_tokens: CLS plus register tokens before the patch tokens.
+        pooling: ``cls``, ``mean`` or ``both`` (sets ``embed_dim``).
+        model_dir: the folder the weights came from.
     """
 
     kind = "vit"
+    cls_dim: int
+    patch_dim: int
 
-    def __init__(self, name: str, model: nn.Module, preprocess: ImagePreprocess,
-                 patch_size: int, device: str | torch.device = "cpu",
-                 num_prefix_tokens: int = 1, model_dir: Path | None = None):
+    def __init__(self, name: str, model: nn.Module, processor: ImagePreprocess, *, patch_size: int,
+                 num_prefix_tokens: int = 1, model_dir: Path | None = None, pooling: str = "cls",
+                 cls_dim: int, patch_dim: int):
+        super().__init__()
         self.name = name
-        self.model = model.eval()
-        self.preprocess = preprocess
+        self.model = model
+        self.processor = processor
         self.patch_size = int(patch_size)
-        self.device = torch.device(device)
         self.num_prefix_tokens = int(num_prefix_tokens)
         self.model_dir = model_dir
+        self.cls_dim, self.patch_dim = int(cls_dim), int(patch_dim)
+        self.pooling = pooling
+        self.requires_grad_(False)
+        self.eval()
 
-    # --- to implement -------------------------------------------------------------------
-    def tokens(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model input ``(B,3,h,w)`` -> (``cls`` features ``(B, D_cls)``, patch tokens ``(B, N, D)``)."""
-        raise NotImplementedError
+    # --- pooling ------------------------------------------------------------------------
+    @property
+    def pooling(self) -> str:
+        return self._pooling
 
-    def last_selfattention(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Last layer's softmax attention ``(B, heads, T, T)``, T = prefix tokens + patches."""
-        raise NotImplementedError
+    @pooling.setter
+    def pooling(self, value: str) -> None:
+        self._pooling = check_pooling(value)
+        self.embed_dim = {"cls": self.cls_dim, "mean": self.patch_dim,
+                          "both": self.cls_dim + self.patch_dim}[value]
 
-    # --- shared -------------------------------------------------------------------------
-    def autocast(self, precision: str = "auto"):
-        return autocast(self.device, amp_dtype(precision, self.device))
-
-    def pool(self, cls: torch.Tensor, patches: torch.Tensor, pooling: str) -> torch.Tensor:
+    def pool(self, cls: torch.Tensor, patches: torch.Tensor, pooling: str | None = None) -> torch.Tensor:
+        pooling = pooling or self.pooling
         if pooling == "cls":
             return cls
         mean = patches.mean(dim=1)
         return mean if pooling == "mean" else torch.cat([cls, mean], dim=1)
 
-    def pixel_values(self, images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """``uint8 (B,H,W,3)`` -> normalised model input on the model's device."""
-        return self.preprocess(images_uint8, device=self.device)
+    # --- to implement ---------------------------------------------------------------------
+    def tokens(self, pixel_values: torch.Tensor, masks: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model input ``(B,3,h,w)`` -> (``cls`` features ``(B, cls_dim)``, patches ``(B, N, patch_dim)``)."""
+        raise NotImplementedError
 
-    def embed(self, images_uint8: np.ndarray, *, pooling: str = "cls", batch_size: int = 64,
-              precision: str = "auto", progress: bool = True, desc: str | None = None
-              ) -> np.ndarray:
-        """Features ``float32 (N, D)`` for ``uint8 (N, H, W, 3)`` images, in order."""
-        check_pooling(pooling)
-        n = len(images_uint8)
-        chunks: list[np.ndarray] = []
-        bar = tqdm(total=n, desc=desc or f"embedding with {self.name}", unit="img",
-                   disable=not progress or n <= batch_size, leave=False)
-        with torch.inference_mode(), self.autocast(precision):
-            for start in range(0, n, batch_size):
-                batch = np.asarray(images_uint8[start:start + batch_size])
-                cls, patches = self.tokens(self.pixel_values(batch))
-                chunks.append(self.pool(cls, patches, pooling).float().cpu().numpy())
-                bar.update(len(batch))
-        bar.close()
-        if not chunks:
-            raise DeepclustError("no images to embed")
-        return np.ascontiguousarray(np.concatenate(chunks).astype(np.float32, copy=False))
+    def _attentions(self, pixel_values: torch.Tensor) -> Any:
+        """The model's per-layer attentions (a tuple), or None when it returned none."""
+        raise NotImplementedError
+
+    # --- Encoder --------------------------------------------------------------------------
+    def preprocess(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``uint8 (B,H,W,3)`` (tensor or numpy) -> normalised model input on the model's device."""
+        device = images.device if torch.is_tensor(images) else self.device
+        return self.processor(images, device=device)
+
+    def pixel_values(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Same as `preprocess`, on the model's device."""
+        return self.processor(images, device=self.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cls, patches = self.tokens(x)
+        return self.pool(cls, patches)
+
+    @property
+    def has_attention(self) -> bool:
+        return True
+
+    def forward_tokens(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        cls, patches = self.tokens(x, masks)
+        return {"cls": cls, "patch": patches}
+
+    def last_selfattention(self, x: torch.Tensor) -> torch.Tensor:
+        attentions = self._attentions(x)
+        if not attentions or attentions[-1] is None:
+            # Loaded with fused attention: switch this model to eager attention once.
+            setter = getattr(self.model, "set_attn_implementation", None)
+            if setter is None:
+                raise DeepclustError(f"{self.name} returned no attention weights; load it with "
+                                     "attentions=True (eager attention)")
+            setter("eager")
+            attentions = self._attentions(x)
+        out: torch.Tensor = attentions[-1]
+        return out
+
+    # --- conveniences -----------------------------------------------------------------------
+    def embed(self, images_uint8: np.ndarray, *, pooling: str | None = None, batch_size: int = 64,
+              precision: str = "auto", progress: bool = True, desc: str | None = None) -> np.ndarray:
+        """Features ``float32 (N, D)`` of ``uint8 (N, H, W, 3)`` images (through `embed_images`)."""
+        previous = self.pooling
+        self.pooling = pooling or previous
+        try:
+            device = self.device
+            return embed_images(self, np.asarray(images_uint8), batch_size=batch_size,
+                                amp_dtype=amp_dtype(precision, resolve_device(device)),
+                                progress=progress and len(images_uint8) > batch_size,
+                                desc=desc or f"embedding with {self.name}")
+        finally:
+            self.pooling = previous
 
     def patch_grid(self, pixel_values: torch.Tensor) -> tuple[int, int]:
         h, w = pixel_values.shape[-2:]
         return h // self.patch_size, w // self.patch_size
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r}, device={self.device})"
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, pooling={self.pooling!r}, embed_dim={self.embed_dim}"

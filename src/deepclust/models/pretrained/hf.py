@@ -34,6 +34,9 @@ ALLOW_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
 DEFAULT_ETAG_TIMEOUT = 5.0
 DEFAULT_DOWNLOAD_TIMEOUT = 30.0
 
+# Files only a deepclust training run directory has (never a Hugging Face model folder).
+RUN_FILES = ("state.json", "log.csv", "optimizer.safetensors")
+
 
 def require_transformers():
     """Import and return ``transformers``, or raise a clear install hint."""
@@ -138,6 +141,21 @@ def resolve_model_dir(spec: str) -> Path:
     if not (path / "config.json").is_file():
         raise ModelNotAvailableError(offline_message(name, "the download has no config.json"))
     return path
+
+
+def is_hf_model_dir(spec: str | Path) -> bool:
+    """A local Hugging Face model folder (``save_pretrained`` / ``hf download --local-dir``):
+    its config.json has ``model_type`` or ``architectures`` and the folder holds no
+    deepclust run files (``state.json``, ``log.csv``, ``optimizer.safetensors``)."""
+    try:
+        path = Path(spec).expanduser()
+        config = path / "config.json"
+        if not config.is_file() or any((path / f).exists() for f in RUN_FILES):
+            return False
+        data = read_json(config)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and ("model_type" in data or "architectures" in data)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -15,8 +15,7 @@ from pretrained_fixtures import CLASSES, colour_images_dir, tiny_clip_dir  # noq
 from deepclust.cli import main
 from deepclust.errors import DeepclustError
 from deepclust.models.pretrained import load_clip
-from deepclust.naming import (add_names_to_assignments, cluster_name_list, load_vocabulary,
-                              name_clusters)
+from deepclust.naming import cluster_name_list, load_vocabulary, name_clusters
 from deepclust.zeroshot import DEFAULT_TEMPLATES, text_classifier, zero_shot_classify
 
 
@@ -120,12 +119,3 @@ def test_name_clusters_uses_vocabulary_and_cluster_mean(clip, tmp_path):
     best = int(probs.argmax())
     assert names[1][0] == (vocab[best], pytest.approx(float(probs[best]), abs=1e-5))
     assert cluster_name_list(names, 4) == [names[0][0][0], names[1][0][0], names[2][0][0], ""]
-
-
-def test_add_names_to_assignments(tmp_path):
-    path = tmp_path / "assignments.csv"
-    path.write_text("path,cluster\na.png,0\nb.png,1\nc.png,0\n")
-    add_names_to_assignments(path, {0: [("cat", 0.7), ("dog", 0.2)], 1: [("car", 0.9)]})
-    rows = list(csv.DictReader(open(path)))
-    assert [r["cluster_name"] for r in rows] == ["cat", "car", "cat"]
-    assert [r["path"] for r in rows] == ["a.png", "b.png", "c.png"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_train_resume import toy_store
+from toy_method import toy_store
 
 from deepclust.cli import main
 from deepclust.errors import DataError
@@ -31,7 +31,7 @@ def test_train_command_writes_run_then_resumes_and_serves_features(tmp_path, npz
     path, store = npz_source
     run = tmp_path / "run"
     common = ["--no-progress"]
-    rc = main(["train", "--method", "test_train_resume:make_toy", "--data", str(path), "--out", str(run),
+    rc = main(["train", "--method", "toy_method:make_toy", "--data", str(path), "--out", str(run),
                "--epochs", "1", "--batch-size", "16", "--size", "8", "--device", "cpu", "--k", "4",
                "--set", "monitor_samples=64", "--set", "knn_k=5", "--set", "method_kwargs.dim=8",
                "--set", "cluster_whiten_dim=4"] + common)
@@ -40,6 +40,10 @@ def test_train_command_writes_run_then_resumes_and_serves_features(tmp_path, npz
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["acc"] <= 1.0 and 0.0 <= metrics["knn_acc"] <= 1.0
     assert metrics["embed_dim"] == 8 and sum(metrics["cluster_sizes"]) == 64
+    # The run dir holds the whole clustering of `deepclust cluster`, training curves included.
+    for name in ("skipped.csv", "summary.txt", "report.html"):
+        assert (run / name).is_file(), name
+    assert 'id="plot-training"' in (run / "report.html").read_text()
     with open(run / "assignments.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 64 and {int(r["cluster"]) for r in rows} <= set(range(4))
