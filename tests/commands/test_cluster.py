@@ -241,3 +241,71 @@ def test_vocab_without_namer_is_a_clear_error(colour_folder, tmp_path, capsys):
     root, _, _ = colour_folder
     assert main(["cluster", str(root), "--k", "3", "--vocab", "common", "--out", str(tmp_path / "o")]) == 2
     assert "--namer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fixture", ["tiny_dinov2_dir", "tiny_clip_dir"])
+def test_model_folder_without_hf_prefix(request, colour_folder, tmp_path, fixture):
+    """A folder written by save_pretrained is recognised by its config.json, not misread as a run."""
+    folder = request.getfixturevalue(fixture)
+    root, good, _ = colour_folder
+    out = tmp_path / "bare"
+    assert main(["cluster", str(root), "--k", "3", "--model", str(folder), "--out", str(out),
+                 "--no-report", "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["features"] == str(folder) and metrics["n_images"] == len(good) and metrics["spherical"]
+    assert metrics["embed_dim"] == (32 if fixture == "tiny_dinov2_dir" else 16)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts model loads (`load_model`, Hugging Face `from_pretrained`) and the images that go
+    through each pretrained encoder's forward pass, in one process with an empty model cache."""
+    import deepclust.features.load as load_module
+    import deepclust.models.pretrained as pretrained
+    import deepclust.pipeline as pipeline
+    from deepclust.models.pretrained import ClipEncoder, Dinov2Encoder
+
+    counts = {"load_model": [], "from_pretrained": [], "clip_images": 0, "dinov2_images": 0}
+    monkeypatch.setattr(pretrained, "_LOADED", {})
+    original_load, original_hf = load_module.load_model, pretrained._load
+
+    def load_model(spec, **kw):
+        counts["load_model"].append(str(spec))
+        return original_load(spec, **kw)
+
+    def hf_load(name, *args):
+        counts["from_pretrained"].append(name)
+        return original_hf(name, *args)
+
+    monkeypatch.setattr(pipeline, "load_model", load_model)
+    monkeypatch.setattr(pretrained, "_load", hf_load)
+    for cls, key in ((ClipEncoder, "clip_images"), (Dinov2Encoder, "dinov2_images")):
+        def tokens(self, x, masks=None, _original=cls.tokens, _key=key):
+            counts[_key] += len(x)
+            return _original(self, x, masks)
+        monkeypatch.setattr(cls, "tokens", tokens)
+    return counts
+
+
+def test_attention_and_namer_load_and_embed_once(colour_folder, tmp_path, tiny_clip_dir, counted):
+    """The same tiny CLIP as model and namer, with attention maps: one load, one embedding pass."""
+    root, good, _ = colour_folder
+    spec = str(tiny_clip_dir)
+    out = tmp_path / "once"
+    assert main(["cluster", str(root), "--k", "3", "--model", spec, "--namer", spec, "--attention",
+                 "--vocab", "red,green,blue,cat", "--out", str(out), "--quiet"]) == 0
+    assert counted["load_model"] == [spec] and len(counted["from_pretrained"]) == 1
+    assert counted["clip_images"] == len(good)  # attention and naming reuse model and embeddings
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["cluster_names"]) == {"0", "1", "2"} and metrics["namer"] == spec
+    page = (out / "report.html").read_text()
+    assert page.count("attention, 60% mask</figcaption>") == sum(min(4, n) for n in metrics["cluster_sizes"])
+
+
+def test_a_different_namer_embeds_once_with_itself(colour_folder, tmp_path, tiny_dinov2_dir, tiny_clip_dir, counted):
+    root, good, _ = colour_folder
+    assert main(["cluster", str(root), "--k", "3", "--model", str(tiny_dinov2_dir), "--namer", f"hf:{tiny_clip_dir}",
+                 "--vocab", "red,green,blue", "--out", str(tmp_path / "two"), "--no-report", "--quiet"]) == 0
+    assert counted["load_model"] == [str(tiny_dinov2_dir), f"hf:{tiny_clip_dir}"]
+    assert len(counted["from_pretrained"]) == 2
+    assert counted["dinov2_images"] == len(good) and counted["clip_images"] == len(good)
