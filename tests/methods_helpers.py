@@ -1,4 +1,4 @@
-"""Tiny in-memory data and a one-call training run for the method tests."""
+"""Tiny in-memory data, contexts and one-call steps for the method tests."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from deepclust.models.backbones import build_backbone
-from deepclust.train.context import TrainContext
+from deepclust.methods.base import Method, StepOutput, StepState
+from deepclust.methods.state import TrainContext
 
 SIDE = 8
 
@@ -60,3 +61,18 @@ def context(images: np.ndarray, labels: np.ndarray | None = None, *, epoch: int 
 def epoch_losses(run_dir: Path) -> list[float]:
     with open(run_dir / "log.csv") as f:
         return [float(row["loss"]) for row in csv.DictReader(f)]
+
+
+def step_state(*, epoch: int = 0, step: int = 0, steps_per_epoch: int = 4, total_epochs: int = 2,
+               teacher_temp: float = 0.04, teacher_momentum: float = 0.996) -> StepState:
+    return StepState(epoch=epoch, step=step, steps_per_epoch=steps_per_epoch, total_epochs=total_epochs,
+                     teacher_temp=teacher_temp, teacher_momentum=teacher_momentum)
+
+
+def run_step(method: Method, images: np.ndarray | torch.Tensor, state: StepState | None = None) -> StepOutput:
+    """``collate`` (no grad) then ``training_step`` on uint8 images, indices 0..B-1."""
+    x = torch.as_tensor(np.asarray(images))
+    state = state or step_state()
+    with torch.no_grad():
+        batch = method.collate({"images": x, "index": torch.arange(len(x))}, state)
+    return method.training_step(batch, state)

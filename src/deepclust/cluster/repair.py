@@ -4,8 +4,14 @@ When a cluster ends up with no points, DeepCluster (and faiss's own k-means loop
 random non-empty cluster, gives the empty cluster that centroid with a small perturbation
 and pushes the donor the opposite way (``c + e``, ``c - e``), then splits the donor's
 points between the two. We pick the donor with probability proportional to its size (as
-faiss does) so large clusters are split first, and only donors with at least two points so
-that both halves can be non-empty.
+faiss does) so large clusters are split first, and only donors with at least two *distinct*
+points so that both halves can be non-empty.
+
+Identical points always stay together, as in DeepCluster: each point goes to the nearer of
+the two perturbed centroids (a function of the point, so duplicates follow each other),
+and a group of identical vectors is never split over several labels. An empty cluster for
+which no donor has two distinct points is left empty (and counted as not repaired);
+DeepCluster's uniform sampler skips empty clusters.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ def repair_empty_clusters(
     *,
     spherical: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Give every empty cluster points by splitting a random non-empty cluster.
+    """Give empty clusters points by splitting random non-empty clusters (identical points
+    are never separated; see the module doc).
 
     Args:
         x: ``(N, D)`` float features.
@@ -38,9 +45,11 @@ def repair_empty_clusters(
 
     Returns:
         ``(labels, centroids, n_repaired)``: new int64 labels and float32 centroids (copies),
-        and the number of clusters that were empty. When ``N >= k`` no cluster is empty
-        afterwards. Only the donor and the repaired cluster change; their centroids become
-        the means of their new members.
+        and the number of empty clusters that were filled. When ``x`` has at least ``k``
+        distinct rows no cluster is empty afterwards; otherwise clusters that could only be
+        filled by splitting identical points stay empty (with their old centroids). Only
+        donors and repaired clusters change; their centroids become the means of their new
+        members.
     """
     x = np.asarray(x, dtype=np.float32)
     labels = np.array(labels, dtype=np.int64, copy=True)
@@ -59,32 +68,42 @@ def repair_empty_clusters(
     rng = np.random.default_rng(seed)
     sizes = np.bincount(labels, minlength=k)
     empty = np.flatnonzero(sizes == 0)
+    n_repaired = 0
     for j in empty:
-        splittable = np.flatnonzero(sizes >= 2)
-        # N >= k guarantees a cluster with >= 2 points while any cluster is empty.
-        donor = int(rng.choice(splittable, p=sizes[splittable] / sizes[splittable].sum()))
+        splittable = [c for c in np.flatnonzero(sizes >= 2) if _has_two_distinct(x[labels == c])]
+        if not splittable:
+            break  # only groups of identical points remain: leave the other clusters empty
+        cand = np.asarray(splittable)
+        donor = int(rng.choice(cand, p=sizes[cand] / sizes[cand].sum()))
         members = np.flatnonzero(labels == donor)
-        points = x[members]
-        c = centroids[donor]
-        direction = rng.standard_normal(x.shape[1]).astype(np.float32)
-        direction /= np.linalg.norm(direction) + 1e-12
-        spread = float(np.sqrt(((points - c) ** 2).sum(axis=1).mean())) + float(np.linalg.norm(c))
-        eps = direction * (_RELATIVE_EPS * spread + 1e-6)
-        c_new, c_donor = c + eps, c - eps
-        # Re-split the donor's points by the nearer of the two perturbed centroids.
-        to_new = ((points - c_new) ** 2).sum(axis=1) < ((points - c_donor) ** 2).sum(axis=1)
-        if to_new.all() or not to_new.any():
-            # Degenerate split (e.g. duplicate points): the hyperplane through c did not
-            # separate them, so move the single point that leans most towards c_new.
-            margin = ((points - c_donor) ** 2).sum(axis=1) - ((points - c_new) ** 2).sum(axis=1)
-            to_new = np.zeros(len(members), dtype=bool)
-            to_new[int(np.argmax(margin))] = True
+        to_new = _split(x[members], centroids[donor], rng)
         labels[members[to_new]] = j
         for cluster, mask in ((j, to_new), (donor, ~to_new)):
-            centre = points[mask].mean(axis=0)
+            centre = x[members][mask].mean(axis=0)
             if spherical:
                 centre = centre / (np.linalg.norm(centre) + 1e-12)
             centroids[cluster] = centre
         sizes[j] = int(to_new.sum())
         sizes[donor] -= sizes[j]
-    return labels, centroids, int(len(empty))
+        n_repaired += 1
+    return labels, centroids, n_repaired
+
+
+def _has_two_distinct(points: np.ndarray) -> bool:
+    return len(points) >= 2 and bool((points != points[0]).any())
+
+
+def _split(points: np.ndarray, c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask of the donor's points that move to the new cluster: the nearer of
+    ``c + e`` / ``c - e``; when that separates nothing, the group of points identical to the
+    one leaning most towards ``c + e`` (never the whole donor: it has two distinct points)."""
+    direction = rng.standard_normal(points.shape[1]).astype(np.float32)
+    direction /= np.linalg.norm(direction) + 1e-12
+    spread = float(np.sqrt(((points - c) ** 2).sum(axis=1).mean())) + float(np.linalg.norm(c))
+    eps = direction * (_RELATIVE_EPS * spread + 1e-6)
+    margin = ((points - (c - eps)) ** 2).sum(axis=1) - ((points - (c + eps)) ** 2).sum(axis=1)
+    to_new = margin > 0
+    if to_new.all() or not to_new.any():
+        anchor = points[int(np.argmax(margin))]
+        to_new = (points == anchor).all(axis=1)
+    return to_new

@@ -2,21 +2,23 @@
 ``deepclust.methods.base.Method`` for the one training loop.
 
 ``build_method(name, backbone, k=..., img_size=..., **method_kwargs)`` is how the loop
-and the estimator make one; ``METHODS`` maps names to classes.
+and the estimator make one; ``METHODS`` maps names to classes. Each method's
+hyper-parameters are a typed dataclass (``DINOConfig``, ``SwAVConfig``,
+``DeepClusterConfig``; ``method_config_class(name)``): unknown keys and wrong types are
+reported with the valid keys / the expected type.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from torch import nn
 
-from deepclust.methods.base import Method
-from deepclust.methods.common import MethodConfigError
-from deepclust.methods.deepcluster import DeepCluster
-from deepclust.methods.dino import DINO
-from deepclust.methods.swav import SwAV
+from deepclust.methods.base import Method, StepOutput, StepState, TeacherSchedule, TrainContext
+from deepclust.methods.config import MethodConfigError, TypedConfig, config_from_mapping, field_names
+from deepclust.methods.deepcluster import DeepCluster, DeepClusterConfig
+from deepclust.methods.dino import DINO, DINOConfig
+from deepclust.methods.swav import SwAV, SwAVConfig
 
 METHODS: dict[str, type[Method]] = {
     "deepcluster": DeepCluster,
@@ -33,10 +35,20 @@ def get_method_class(name: str) -> type[Method]:
     return METHODS[key]
 
 
+def method_config_class(name: str) -> type[TypedConfig]:
+    """The typed config dataclass of method ``name``."""
+    return get_method_class(name).Config
+
+
 def method_kwargs_accepted(name: str) -> list[str]:
     """The hyper-parameter names ``build_method`` accepts for ``name``."""
-    params = inspect.signature(get_method_class(name).__init__).parameters
-    return [p for p in params if p not in ("self", "backbone", "k", "img_size")]
+    return field_names(method_config_class(name))
+
+
+def method_config(name: str, method_kwargs: dict[str, Any] | None) -> TypedConfig:
+    """``method_kwargs`` checked against the method's config (unknown keys, types)."""
+    cls = get_method_class(name)
+    return config_from_mapping(cls.Config, method_kwargs, where=f"method {cls.name!r}")
 
 
 def method_in_chans(name: str, **method_kwargs: Any) -> int:
@@ -52,25 +64,25 @@ def build_method(name: str, backbone: nn.Module, *, k: int, img_size: int, **met
 
     Args:
         name: one of ``METHODS`` (deepcluster, swav, dino).
-        backbone: from ``deepclust.models.backbones.build_backbone`` (``in_chans`` must be
-            ``method_in_chans(name, **method_kwargs)``).
+        backbone: a trunk from ``deepclust.models.backbones.build_backbone`` (``in_chans``
+            must be ``method_in_chans(name, **method_kwargs)``) or an ``Encoder``; a trunk is
+            wrapped in a ``BackboneEncoder`` with the method's evaluation transform.
         k: number of clusters wanted.
         img_size: working image size of the store.
-        **method_kwargs: the method's hyper-parameters (see its class docstring).
+        **method_kwargs: the method's hyper-parameters (fields of its config dataclass).
 
     Raises:
         MethodConfigError (a DeepclustError and ValueError): unknown name or hyper-parameter,
-        or a value that does not make sense.
+        a value of the wrong type, or a value that does not make sense.
     """
     cls = get_method_class(name)
-    accepted = method_kwargs_accepted(name)
-    unknown = sorted(set(method_kwargs) - set(accepted))
-    if unknown:
-        raise MethodConfigError(f"method {name!r} does not take {unknown}; it accepts: {', '.join(accepted)}")
+    config = method_config(name, method_kwargs)
     if int(k) < 1 or int(img_size) < 1:
         raise MethodConfigError(f"k and img_size must be positive, got k={k}, img_size={img_size}")
-    return cls(backbone, k=int(k), img_size=int(img_size), **method_kwargs)
+    return cls(backbone, config, k=int(k), img_size=int(img_size))  # type: ignore[call-arg]
 
 
-__all__ = ["DINO", "METHODS", "DeepCluster", "Method", "MethodConfigError", "SwAV", "build_method",
-           "get_method_class", "method_in_chans", "method_kwargs_accepted"]
+__all__ = ["DINO", "DINOConfig", "DeepCluster", "DeepClusterConfig", "METHODS", "Method",
+           "MethodConfigError", "StepOutput", "StepState", "SwAV", "SwAVConfig", "TeacherSchedule",
+           "TrainContext", "build_method", "get_method_class", "method_config", "method_config_class",
+           "method_in_chans", "method_kwargs_accepted"]

@@ -2,12 +2,14 @@
 
 Alternate, once per epoch:
 
-1. embed every image with the current backbone (``ctx.embed_all()``), PCA-whiten the
+1. embed every image with the current encoder (``ctx.embed_all()``), PCA-whiten the
    features to ``pca_dim`` dimensions and L2-normalise them (the paper's pre-processing),
 2. cluster them with k-means (faiss; ``n_clusters`` may exceed the number of classes:
    over-segmentation helps, the paper uses 10k clusters for 1k ImageNet classes); empty
-   clusters are repaired by ``deepclust.cluster.kmeans``,
-3. re-initialise the linear classifier and train backbone + classifier to predict the
+   clusters are repaired by ``deepclust.cluster.kmeans``, except that identical points are
+   never split over clusters (such clusters stay empty and the sampler skips them),
+3. re-initialise the linear classifier -- and its optimiser state, as the reference code
+   builds a new optimiser for the top layer every epoch -- and train backbone + classifier to predict the
    cluster index (pseudo-label) of each image, sampling images uniformly over clusters
    (``sampling="uniform"``, the paper's choice) or weighting the loss by inverse cluster
    size (``sampling="weighted"``).
@@ -23,8 +25,8 @@ stability curve), ``nmi_vs_labels`` (when labels are known; evaluation only),
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -33,66 +35,83 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from deepclust.cluster import kmeans, pca_whiten
 from deepclust.losses.deepcluster import DeepClusterLoss, inverse_size_weights
-from deepclust.methods.base import Method
-from deepclust.methods.common import MethodConfigError, build_views, check_backbone, eval_transform_for
+from deepclust.methods.base import Method, StepOutput, StepState
+from deepclust.methods.common import MethodConfigError, as_encoder, build_views, check_backbone, patch_size_of
+from deepclust.methods.config import TypedConfig
+from deepclust.methods.state import TrainContext
 from deepclust.models.heads import ClassifierHead
-from deepclust.train.context import TrainContext
 
 SAMPLINGS = ("uniform", "weighted", "shuffle")
 
 
 def uniform_cluster_indices(labels: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """DeepCluster's ``UnifLabelSampler``: ``ceil(n / K_used)`` images from each non-empty
-    cluster (with replacement only when the cluster is smaller), shuffled, cut to ``n``.
-    Every cluster then appears (almost) equally often in an epoch."""
+    """DeepCluster's ``UnifLabelSampler``: ``int(n / n_nonempty) + 1`` images from each
+    non-empty cluster (with replacement when the cluster has at most that many members),
+    shuffled, cut to ``n`` (or repeated from the start when shorter). Every cluster then
+    appears (almost) equally often in an epoch; empty clusters are skipped."""
     labels = np.asarray(labels)
     clusters = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    per_cluster = int(np.ceil(n_samples / max(1, len(clusters))))
-    picks = [rng.choice(members, per_cluster, replace=len(members) < per_cluster) for members in clusters]
-    order = np.concatenate(picks)
+    per_cluster = int(n_samples / max(1, len(clusters))) + 1
+    picks = [rng.choice(members, per_cluster, replace=len(members) <= per_cluster) for members in clusters]
+    order = np.concatenate(picks) if picks else np.zeros(0, np.int64)
     rng.shuffle(order)
+    if len(order) < n_samples:
+        order = np.concatenate([order, order[: n_samples - len(order)]])
     return order[:n_samples].astype(np.int64)
+
+
+@dataclass
+class DeepClusterConfig(TypedConfig):
+    """DeepCluster's hyper-parameters (``method_kwargs`` of a recipe).
+
+    n_clusters: k-means clusters = classifier outputs; default (null) ``k``.
+    pca_dim: PCA-whitening dimension before k-means (256 in the paper).
+    sampling: "uniform" (over clusters), "weighted" (inverse-size loss weights) or "shuffle".
+    kmeans_iters, kmeans_n_init: faiss k-means iterations and restarts (paper: 20, 1).
+    sobel: Sobel-filtered grey input (the paper's default for ImageNet).
+    augment: ``MultiCropAugment`` options over the defaults (one random-resized crop + flip).
+    """
+
+    n_clusters: int | None = None
+    pca_dim: int = 256
+    sampling: Literal["uniform", "weighted", "shuffle"] = "uniform"
+    kmeans_iters: int = 20
+    kmeans_n_init: int = 1
+    sobel: bool = False
+    augment: dict[str, Any] | None = None
 
 
 class DeepCluster(Method):
     """Backbone + linear classifier over k-means pseudo-labels (see module doc).
 
     Args:
-        backbone: features ``(B, C, S, S) -> (B, embed_dim)``; ``C = 2`` when ``sobel``.
-        k: number of clusters wanted in the end (evaluation, ``cluster_logits``).
+        backbone: a trunk ``(B, C, S, S) -> (B, embed_dim)`` (``C = 2`` when ``sobel``) or an `Encoder`.
+        config: a `DeepClusterConfig` (defaults if None); keyword overrides are checked against it.
+        k: number of clusters wanted in the end (evaluation, `cluster_head`).
         img_size: working image size (default crop size).
-        n_clusters: k-means clusters = classifier outputs; default ``k``.
-        pca_dim: PCA-whitening dimension before k-means (256 in the paper).
-        sampling: "uniform" (over clusters), "weighted" (inverse-size loss weights) or "shuffle".
-        kmeans_iters, kmeans_n_init: faiss k-means iterations and restarts (paper: 20, 1).
-        sobel: Sobel-filtered grey input (the paper's default for ImageNet).
-        augment: ``MultiCropAugment`` options over the defaults (one random-resized crop + flip).
     """
 
     name = "deepcluster"
+    Config = DeepClusterConfig
 
-    def __init__(self, backbone: torch.nn.Module, *, k: int = 10, img_size: int = 32,
-                 n_clusters: int | None = None, pca_dim: int = 256, sampling: str = "uniform",
-                 kmeans_iters: int = 20, kmeans_n_init: int = 1, sobel: bool = False,
-                 augment: Mapping[str, Any] | None = None):
-        super().__init__(backbone)
-        if sampling not in SAMPLINGS:
-            raise MethodConfigError(f"deepcluster: sampling must be one of {SAMPLINGS}, got {sampling!r}")
-        n_clusters = int(n_clusters or k)
+    def __init__(self, backbone: torch.nn.Module, config: DeepClusterConfig | None = None, *,
+                 k: int = 10, img_size: int = 32, **overrides: Any):
+        cfg: DeepClusterConfig = self.make_config(config, overrides)
+        n_clusters = int(cfg.n_clusters or k)
         if n_clusters < 2:
             raise MethodConfigError(f"deepcluster: n_clusters must be >= 2, got {n_clusters}")
         defaults = dict(n_global=1, global_size=img_size, global_scale=(0.08, 1.0), n_local=0,
-                        color_jitter=None, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0, sobel=sobel)
-        self.views = build_views(defaults, augment)
-        self.eval_transform = eval_transform_for(self.views)
-        embed_dim = check_backbone(backbone, in_chans=2 if self.views.sobel is not None else 3,
-                                   method=self.name)
+                        color_jitter=None, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0, sobel=cfg.sobel)
+        views = build_views(defaults, cfg.augment, patch_size_of(backbone))
+        super().__init__(as_encoder(backbone, views, self.name))
+        self.config, self.views = cfg, views
+        embed_dim = check_backbone(backbone, in_chans=2 if views.sobel is not None else 3, method=self.name)
         self.k = int(k)
         self.n_clusters = n_clusters
-        self.pca_dim = int(pca_dim)
-        self.sampling = sampling
-        self.kmeans_iters = int(kmeans_iters)
-        self.kmeans_n_init = int(kmeans_n_init)
+        self.pca_dim = cfg.pca_dim
+        self.sampling = cfg.sampling
+        self.kmeans_iters = cfg.kmeans_iters
+        self.kmeans_n_init = cfg.kmeans_n_init
         self.head = ClassifierHead(embed_dim, n_clusters)
         self.loss_fn = DeepClusterLoss()
         # Inverse-size weights for sampling="weighted" (all ones otherwise).
@@ -100,6 +119,7 @@ class DeepCluster(Method):
         self.pseudo_labels: torch.Tensor | None = None   # (N,) int64 on the CPU
         self._labels_on_device: torch.Tensor | None = None
         self.prev_labels: np.ndarray | None = None
+        self._last_n_empty_repaired = 0
 
     # --- per epoch ------------------------------------------------------------------
     def on_epoch_start(self, ctx: TrainContext) -> None:
@@ -122,6 +142,7 @@ class DeepCluster(Method):
         ctx.logs["clusters_used"] = int(len(np.unique(labels)))
         self.set_pseudo_labels(labels)
         self._reset_head(seed=ctx.seed * 100_003 + ctx.epoch)
+        ctx.reinitialized.extend(self.head.parameters())  # the loop drops their optimiser state
 
     def _cluster(self, features: np.ndarray, seed: int) -> np.ndarray:
         x = pca_whiten(features, self.pca_dim)
@@ -167,24 +188,25 @@ class DeepCluster(Method):
         return uniform_cluster_indices(self.pseudo_labels.numpy(), len(self.pseudo_labels), rng)
 
     # --- per step -------------------------------------------------------------------
-    def training_step(self, images: torch.Tensor, indices: torch.Tensor,
-                      ctx: TrainContext) -> dict[str, torch.Tensor]:
+    def collate(self, batch: dict[str, torch.Tensor], state: StepState) -> dict[str, Any]:
+        """``{"crops": [one augmented view], "targets": pseudo-labels (B,), "index"}``."""
         if self.pseudo_labels is None:
             raise MethodConfigError("deepcluster: no pseudo-labels yet; on_epoch_start must run k-means first")
+        images = batch["images"]
         if self._labels_on_device is None or self._labels_on_device.device != images.device:
             self._labels_on_device = self.pseudo_labels.to(images.device)
-        targets = self._labels_on_device[indices.to(images.device).long()]
-        view = self.views(images)[0]
-        logits = self.head(self.backbone(view))
+        targets = self._labels_on_device[batch["index"].to(images.device).long()]
+        return {"crops": self.views(images), "targets": targets, "index": batch["index"]}
+
+    def training_step(self, batch: dict[str, Any], state: StepState) -> StepOutput:
+        targets = batch["targets"]
+        logits = self.head(self.backbone(batch["crops"][0]))
         weights = self.class_weights if self.sampling == "weighted" else None
         loss = self.loss_fn(logits, targets, weights)
         agree = (logits.detach().argmax(dim=1) == targets).float().mean()
-        return {"loss": loss, "pseudo_label_acc": agree}
+        return StepOutput(terms={"deepcluster": loss}, logs={"pseudo_label_acc": agree})
 
     # --- inference ------------------------------------------------------------------
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        return self.eval_transform(images)
-
     def cluster_head(self) -> torch.nn.Module | None:
         """The classifier when it has ``k`` outputs, else None. The classifier is
         re-initialised every epoch, so its scores refer to the *last epoch's* k-means
@@ -210,4 +232,4 @@ class DeepCluster(Method):
             self.prev_labels = prev
 
 
-__all__ = ["DeepCluster", "pca_whiten", "uniform_cluster_indices"]
+__all__ = ["DeepCluster", "DeepClusterConfig", "pca_whiten", "uniform_cluster_indices"]

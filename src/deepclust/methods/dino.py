@@ -3,133 +3,150 @@
 Self-distillation without labels: a student (backbone + ``DINOHead``) learns to match the
 centred, sharpened output of a teacher that is an exponential moving average of the
 student. The teacher sees only the global crops, the student every crop
-(``deepclust.losses.dino.DINOLoss``). As in the reference code:
+(``deepclust.losses.dino.DINOLoss``). As in the reference code, with every per-step value
+computed by the training loop and passed in `StepState`:
 
-* the teacher momentum follows a cosine schedule 0.996 -> 1 over all steps
-  (``after_optimizer_step``),
-* the head's last layer is frozen during the first epoch (``freeze_last_layer_epochs``),
+* the teacher momentum follows a cosine schedule 0.996 -> 1 over all steps (the loop
+  updates the two `ema_pairs`),
+* the head's last layer is frozen during the first epoch (``freeze_last_layer_epochs``;
+  the loop clips each parameter's gradient first, then cancels the last layer's),
 * the teacher temperature warms up 0.04 -> 0.07 over ``warmup_teacher_temp_epochs``
-  (30 in the paper; scale it down for short runs),
-* features for evaluation come from the *teacher* backbone (``embed``), which is the
-  better network at the end of training.
+  (30 in the paper; scale it down for short runs), per epoch, or per iteration with
+  ``teacher_temp_per_iteration`` (DINOv2),
+* features for evaluation come from the *teacher* backbone (`encoder`).
 
-A head with ``out_dim == k`` is a direct k-way clusterer: ``cluster_logits`` returns the
-teacher head's logits (``out_dim="k"`` sets it from ``k``).
+With a ViT, crop sides are rounded to multiples of the patch size (a 14 px local crop
+becomes 16 px for patch 4). A head with ``out_dim == k`` is a direct k-way clusterer
+(`cluster_head`; ``out_dim: k`` sets it from ``k``).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from deepclust.losses.dino import DINOLoss
-from deepclust.methods.base import Method
-from deepclust.models.encoder import BackboneEncoder, Encoder
-from deepclust.methods.common import (MethodConfigError, build_views, check_backbone,
-                                      default_local_size, eval_transform_for, forward_by_resolution)
+from deepclust.methods.base import Method, StepOutput, StepState, TeacherSchedule
+from deepclust.methods.common import (MethodConfigError, as_encoder, build_views, check_backbone,
+                                      default_local_size, forward_by_resolution, patch_size_of)
+from deepclust.methods.config import TypedConfig
+from deepclust.models.encoder import Encoder
 from deepclust.models.heads import DINOHead
-from deepclust.train.context import TrainContext
-from deepclust.core.ema import ema_update_
-from deepclust.core.schedules import cosine_momentum_schedule
+
+
+@dataclass
+class DINOConfig(TypedConfig):
+    """DINO's hyper-parameters (``method_kwargs`` of a recipe); defaults are the paper's.
+
+    out_dim: head outputs (65536 in the paper), or "k" for a k-way head.
+    hidden_dim, bottleneck_dim, n_layers, norm_last_layer, use_bn_in_head: ``DINOHead``.
+    student_temp, center_momentum: ``DINOLoss``.
+    warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs: teacher temperature
+      schedule; ``teacher_temp_per_iteration`` warms up per step (DINOv2) instead of per epoch.
+    momentum_teacher, momentum_teacher_end: cosine EMA momentum schedule ends (0.996, 1).
+    freeze_last_layer_epochs: epochs with the head's last layer frozen (1).
+    augment: ``MultiCropAugment`` options over the defaults (2 global + 6 local crops).
+    """
+
+    out_dim: int | Literal["k"] = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    n_layers: int = 3
+    norm_last_layer: bool = True
+    use_bn_in_head: bool = False
+    student_temp: float = 0.1
+    warmup_teacher_temp: float = 0.04
+    teacher_temp: float = 0.07
+    warmup_teacher_temp_epochs: float = 30.0
+    teacher_temp_per_iteration: bool = False
+    center_momentum: float = 0.9
+    momentum_teacher: float = 0.996
+    momentum_teacher_end: float = 1.0
+    freeze_last_layer_epochs: int = 1
+    augment: dict[str, Any] | None = None
 
 
 class DINO(Method):
     """Student/teacher self-distillation (see module doc).
 
     Args:
-        backbone: features ``(B, 3, S, S) -> (B, embed_dim)``; the teacher is a deep copy.
-        k: number of clusters wanted in the end.
-        img_size: working image size (global crop size).
-        out_dim: head outputs (65536 in the paper); an int, or "k" for a k-way head.
-        hidden_dim, bottleneck_dim, n_layers, norm_last_layer, use_bn_in_head: ``DINOHead``.
-        student_temp, warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs,
-        center_momentum: ``DINOLoss``.
-        momentum_teacher, momentum_teacher_end: EMA momentum schedule ends (0.996, 1).
-        augment: ``MultiCropAugment`` options over the defaults (2 global + 6 local crops).
+        backbone: a trunk (``embed_dim``; ``patch_size`` for ViTs) or an `Encoder`; the
+            teacher is a deep copy.
+        config: a `DINOConfig` (defaults if None); keyword overrides are checked against it.
+        k: number of clusters wanted in the end. img_size: working size (global crops).
     """
 
     name = "dino"
-    freeze_last_layer_epochs = 1
+    Config = DINOConfig
 
-    def __init__(self, backbone: nn.Module, *, k: int = 10, img_size: int = 32,
-                 out_dim: int | str = 65536, hidden_dim: int = 2048, bottleneck_dim: int = 256,
-                 n_layers: int = 3, norm_last_layer: bool = True, use_bn_in_head: bool = False,
-                 student_temp: float = 0.1, warmup_teacher_temp: float = 0.04,
-                 teacher_temp: float = 0.07, warmup_teacher_temp_epochs: float = 30,
-                 center_momentum: float = 0.9, momentum_teacher: float = 0.996,
-                 momentum_teacher_end: float = 1.0, augment: Mapping[str, Any] | None = None):
-        super().__init__(backbone)
+    def __init__(self, backbone: nn.Module, config: DINOConfig | None = None, *, k: int = 10,
+                 img_size: int = 32, **overrides: Any):
+        cfg: DINOConfig = self.make_config(config, overrides)
         defaults = dict(n_global=2, global_size=img_size, global_scale=(0.4, 1.0), n_local=6,
                         local_size=default_local_size(img_size), local_scale=(0.05, 0.4))
-        self.views = build_views(defaults, augment)
-        if self.views.n_global < 1 or self.views.n_views < 2:
+        views = build_views(defaults, cfg.augment, patch_size_of(backbone))
+        super().__init__(as_encoder(backbone, views, self.name))
+        self.config, self.views = cfg, views
+        if views.n_global < 1 or views.n_views < 2:
             raise MethodConfigError("dino needs at least 2 views (e.g. 2 global crops)")
-        self.eval_transform = eval_transform_for(self.views)
-        embed_dim = check_backbone(backbone, in_chans=2 if self.views.sobel is not None else 3,
-                                   method=self.name)
-        if out_dim == "k":
-            out_dim = k
+        embed_dim = check_backbone(backbone, in_chans=2 if views.sobel is not None else 3, method=self.name)
+        out_dim = k if cfg.out_dim == "k" else cfg.out_dim
         if not isinstance(out_dim, int) or out_dim < 1:
-            raise MethodConfigError(f"dino: out_dim must be a positive int or 'k', got {out_dim!r}")
-        if not 0.0 <= momentum_teacher <= momentum_teacher_end <= 1.0:
+            raise MethodConfigError(f"dino: out_dim must be a positive int or 'k', got {cfg.out_dim!r}")
+        if not 0.0 <= cfg.momentum_teacher <= cfg.momentum_teacher_end <= 1.0:
             raise MethodConfigError("dino: need 0 <= momentum_teacher <= momentum_teacher_end <= 1, got "
-                                    f"{momentum_teacher}, {momentum_teacher_end}")
-        self.k = int(k)
-        self.out_dim = out_dim
-        self.head = DINOHead(embed_dim, out_dim, hidden_dim, bottleneck_dim, n_layers,
-                             norm_last_layer, use_bn_in_head)
+                                    f"{cfg.momentum_teacher}, {cfg.momentum_teacher_end}")
+        if min(cfg.warmup_teacher_temp, cfg.teacher_temp) <= 0:
+            raise MethodConfigError("dino: teacher temperatures must be > 0")
+        self.k, self.out_dim = int(k), out_dim
+        self.freeze_last_layer_epochs = cfg.freeze_last_layer_epochs
+        self.head = DINOHead(embed_dim, out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.n_layers,
+                             cfg.norm_last_layer, cfg.use_bn_in_head)
         # The teacher starts as an exact copy and is only ever updated by EMA.
-        self.teacher_backbone = copy.deepcopy(backbone)
+        self.teacher_backbone = copy.deepcopy(self.backbone)
         self.teacher_head = copy.deepcopy(self.head)
         for p in list(self.teacher_backbone.parameters()) + list(self.teacher_head.parameters()):
             p.requires_grad_(False)
-        self.loss_fn = DINOLoss(out_dim, student_temp, warmup_teacher_temp, teacher_temp,
-                                warmup_teacher_temp_epochs, center_momentum)
-        self.momentum_teacher = float(momentum_teacher)
-        self.momentum_teacher_end = float(momentum_teacher_end)
+        self.loss_fn = DINOLoss(out_dim, cfg.student_temp, cfg.center_momentum)
 
-    def training_step(self, images: torch.Tensor, indices: torch.Tensor,
-                      ctx: TrainContext) -> dict[str, torch.Tensor]:
-        views = self.views(images)
-        n_global = self.views.n_global
+    def collate(self, batch: dict[str, torch.Tensor], state: StepState) -> dict[str, Any]:
+        """``{"crops": [G global, L local] float views, "index"}``."""
+        return {"crops": self.views(batch["images"]), "index": batch["index"]}
+
+    def training_step(self, batch: dict[str, Any], state: StepState) -> StepOutput:
+        crops, n_global = batch["crops"], self.views.n_global
         with torch.no_grad():
-            teacher_out = self.teacher_head(forward_by_resolution(self.teacher_backbone, views[:n_global]))
-        student_out = self.head(forward_by_resolution(self.backbone, views))
-        loss = self.loss_fn(list(student_out.chunk(len(views))), list(teacher_out.chunk(n_global)),
-                            epoch=ctx.epoch)
-        with torch.no_grad():  # dimensions the (centred) teacher targets pick: 1 = collapse
-            used = (teacher_out.float() - self.loss_fn.center).argmax(dim=1).unique().numel()
-        return {"loss": loss,
-                "teacher_temp": torch.tensor(self.loss_fn.teacher_temperature(ctx.epoch)),
-                "teacher_dims_used": torch.tensor(float(used))}
+            teacher_out = self.teacher_head(forward_by_resolution(self.teacher_backbone, crops[:n_global]))
+            # dimensions the centred teacher targets pick (before the center moves): 1 = collapse
+            used = self.loss_fn.center(teacher_out.float()).argmax(dim=1).unique().numel()
+        student_out = self.head(forward_by_resolution(self.backbone, crops))
+        loss = self.loss_fn(list(student_out.chunk(len(crops))), list(teacher_out.chunk(n_global)),
+                            teacher_temp=state.teacher_temp)
+        return StepOutput(terms={"dino": loss},
+                          logs={"teacher_temp": state.teacher_temp, "teacher_dims_used": float(used)})
 
-    def teacher_momentum(self, ctx: TrainContext) -> float:
-        return float(cosine_momentum_schedule(self.momentum_teacher, self.momentum_teacher_end, ctx.total_steps)[min(ctx.step, ctx.total_steps - 1)])
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.teacher_backbone, self.backbone), (self.teacher_head, self.head)]
 
-    @torch.no_grad()
-    def after_optimizer_step(self, ctx: TrainContext) -> None:
-        m = self.teacher_momentum(ctx)
-        ema_update_(self.teacher_backbone, self.backbone, m)
-        ema_update_(self.teacher_head, self.head, m)
+    def teacher_schedule(self) -> TeacherSchedule:
+        c = self.config
+        return TeacherSchedule(momentum=c.momentum_teacher, momentum_end=c.momentum_teacher_end,
+                               warmup_temp=c.warmup_teacher_temp, temp=c.teacher_temp,
+                               warmup_epochs=c.warmup_teacher_temp_epochs,
+                               per_iteration=c.teacher_temp_per_iteration)
 
     def last_layer_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.head.last_layer.parameters() if p.requires_grad]
 
     # --- inference ------------------------------------------------------------------
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        return self.eval_transform(images)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Teacher backbone features (DINO evaluates the teacher)."""
-        return self.teacher_backbone(x)
-
     def encoder(self) -> Encoder:
         """The teacher backbone (DINO evaluates the teacher)."""
-        return BackboneEncoder(self.teacher_backbone, self.preprocess, name=self.name)
+        teacher: Encoder = self.teacher_backbone
+        return teacher
 
     def cluster_head(self) -> nn.Module | None:
         """The teacher head's centred ``(B, k)`` logits ``g_t - c`` when ``out_dim == k``, else
@@ -137,19 +154,7 @@ class DINO(Method):
         (that the center removes) which would put most images in one cluster."""
         if self.out_dim != self.k:
             return None
-        return _CentredHead(self.teacher_head, self.loss_fn)
+        return nn.Sequential(self.teacher_head, self.loss_fn.center)
 
 
-class _CentredHead(nn.Module):
-    """``head(x) - center`` (a view on the method's modules, nothing of its own)."""
-
-    def __init__(self, head: nn.Module, loss: DINOLoss):
-        super().__init__()
-        self.head, self.loss = head, loss
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self.head(x)
-        return logits - self.loss.center.to(logits.dtype)
-
-
-__all__ = ["DINO"]
+__all__ = ["DINO", "DINOConfig"]

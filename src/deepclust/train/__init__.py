@@ -1,16 +1,19 @@
-"""The one training loop (`train`), its config, schedules, optimisers, checkpoints and DDP helpers.
+"""The one training loop (`train`), its config, optimisers, checkpoints and logging:
+orchestration only. What a method computes lives in `deepclust.methods`; schedules, EMA and
+distributed helpers in `deepclust.core`.
 
 Import the submodules directly (`deepclust.train.loop.train`, `deepclust.train.config.TrainConfig`);
-this package only re-exports the main entry points lazily, so that importing the
-distributed helpers from a method does not pull in the loop.
+this package only re-exports the main entry points lazily.
 """
 
 from __future__ import annotations
 
-__all__ = ["train", "TrainConfig", "TrainContext"]
+from typing import Any
+
+__all__ = ["train", "TrainConfig"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "train":
         from deepclust.train.loop import train
 
@@ -19,8 +22,4 @@ def __getattr__(name: str):
         from deepclust.train.config import TrainConfig
 
         return TrainConfig
-    if name == "TrainContext":
-        from deepclust.train.context import TrainContext
-
-        return TrainContext
     raise AttributeError(name)

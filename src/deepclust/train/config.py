@@ -13,6 +13,11 @@ A recipe (configs/<name>.yaml) is a flat mapping of the fields below, e.g.
 
 Overrides come from CLI flags and `--set key=value` (the value is parsed as YAML;
 `method_kwargs.teacher_temp=0.07` sets one entry of a dict field).
+
+Every field is type-checked on construction (`epochs: ten` fails naming the key, the
+expected type and the value), and `method_kwargs` are checked against the typed config of
+a registered method (`deepclust.methods.method_config`): an unknown key fails with the
+list of valid keys.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 import yaml
 
 from deepclust.errors import DeepclustError
+from deepclust.methods.config import check_fields
 
 
 @dataclass
@@ -51,7 +57,7 @@ class TrainConfig:
     weight_decay: float = 0.04
     weight_decay_end: float | None = None  # cosine wd schedule end value (DINO: 0.04 -> 0.4); None = constant
     momentum: float = 0.9                  # SGD / LARS momentum
-    clip_grad: float = 0.0                 # max global gradient norm; 0 disables
+    clip_grad: float = 0.0                 # max gradient norm of each parameter (DINO's clip_gradients); 0 disables
     amp: str = "auto"                      # auto (bf16 on CUDA if supported, off on CPU) | bf16 | fp16 | off
     freeze_last_layer_epochs: int | None = None  # None: the method's own default
     # runtime
@@ -76,6 +82,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.amp, bool):  # YAML reads `amp: off` / `amp: on` as booleans
             self.amp = "auto" if self.amp else "off"
+        check_fields(self, "training config")
         self.validate()
 
     def validate(self) -> None:
@@ -100,6 +107,15 @@ class TrainConfig:
             problems.append(f"torch_threads must be >= 0 (got {self.torch_threads}; 0 = torch's default)")
         if problems:
             raise DeepclustError("invalid training config: " + "; ".join(problems))
+        self._check_method_kwargs()
+
+    def _check_method_kwargs(self) -> None:
+        """Unknown keys / wrong types in method_kwargs of a registered method fail here, before
+        any data is loaded (custom "module:factory" methods check their own)."""
+        from deepclust.methods import METHODS, method_config
+
+        if self.method.lower().replace("-", "_") in METHODS:
+            method_config(self.method, self.method_kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -3,7 +3,8 @@
 The loop hands over the epoch's index order as a (steps, batch) array; a background
 thread gathers `images[idx]` (numpy fancy indexing on the memmap), wraps it as a torch
 uint8 tensor (pinned when the target is CUDA) and queues a few batches ahead, so reading
-overlaps the training step. The order is fixed in advance, so prefetching never changes
+overlaps the training step. Each batch is a dict ``{"images": uint8 (B, S, S, 3),
+"index": int64 (B,)}`` on the device, the input of a method's ``collate``. The order is fixed in advance, so prefetching never changes
 what is trained on.
 """
 
@@ -26,7 +27,7 @@ def _load(images: np.ndarray, idx: np.ndarray, device: torch.device) -> tuple[to
 
 
 class BatchFeeder:
-    """Iterate (uint8 images (B,S,S,3), indices (B,)) on `device` for each row of `order`."""
+    """Iterate ``{"images": uint8 (B,S,S,3), "index": (B,)}`` on `device` for each row of `order`."""
 
     def __init__(self, images: np.ndarray, order: np.ndarray, device: torch.device, prefetch: int = 2):
         self.images, self.order, self.device = images, order, device
@@ -52,11 +53,11 @@ class BatchFeeder:
         except BaseException as exc:  # hand the error to the consumer instead of dying silently
             q.put(exc)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         if self.prefetch == 0:
             for idx in self.order:
                 batch, index = _load(self.images, idx, self.device)
-                yield batch.to(self.device), index.to(self.device)
+                yield {"images": batch.to(self.device), "index": index.to(self.device)}
             return
         q: queue.Queue = queue.Queue(maxsize=self.prefetch + 1)
         self._thread = threading.Thread(target=self._produce, args=(q,), daemon=True, name="deepclust-feed")
@@ -67,7 +68,8 @@ class BatchFeeder:
                 if isinstance(item, BaseException):
                     raise item
                 batch, index = item
-                yield batch.to(self.device, non_blocking=True), index.to(self.device, non_blocking=True)
+                yield {"images": batch.to(self.device, non_blocking=True),
+                       "index": index.to(self.device, non_blocking=True)}
         finally:
             self.close()
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from deepclust.train.embedding import embed_images
+from deepclust.methods.base import Method
+from deepclust.models.encoder import embed_images, embed_with_head
 from deepclust.train.monitor import CollapseStats, collapse_stats
 
 log = logging.getLogger("deepclust.train")
@@ -67,18 +67,20 @@ class OnlineEvaluator:
                 # bank features come from `src_images`: when that is the eval store, embed from it
                 self._bank_from_eval = src_images is not images
 
-    def __call__(self, method: nn.Module, epoch: int) -> tuple[CollapseStats, dict[str, Any]]:
-        emb, logits = embed_images(method, self.images, device=self.device, batch_size=self.batch_size,
-                                   indices=self.sample[: self.n_monitor], with_logits=True, amp_dtype=self.amp_dtype)
+    def __call__(self, method: Method, epoch: int) -> tuple[CollapseStats, dict[str, Any]]:
+        emb, logits = embed_with_head(method.encoder(), self.images, device=self.device, batch_size=self.batch_size,
+                                      indices=self.sample[: self.n_monitor], head=method.cluster_head(),
+                                      amp_dtype=self.amp_dtype)
         stats = collapse_stats(emb, logits, k=self.k, seed=self.seed + epoch)
         row: dict[str, Any] = stats.as_log()
         if self.knn_every and (epoch + 1) % self.knn_every == 0:
             row["knn_acc"] = self.knn_accuracy(method)
         return stats, row
 
-    def knn_accuracy(self, method: nn.Module) -> float:
+    def knn_accuracy(self, method: Method) -> float:
         bank_images = self.eval_images if getattr(self, "_bank_from_eval", False) else self.images
         common = dict(device=self.device, batch_size=self.batch_size, amp_dtype=self.amp_dtype)
-        bank = embed_images(method, bank_images, indices=self.bank_idx, **common)
-        queries = embed_images(method, self.eval_images, indices=self.query_idx, **common)
+        encoder = method.encoder()
+        bank = embed_images(encoder, bank_images, indices=self.bank_idx, **common)
+        queries = embed_images(encoder, self.eval_images, indices=self.query_idx, **common)
         return float(self.knn(bank, self.bank_y, queries, self.query_y, k=min(self.knn_k, len(bank)), T=0.07))

@@ -5,7 +5,9 @@ token, learnable position embeddings (interpolated bicubically for other input s
 multi-crop can feed 32 px global and 16 px local crops to the same model), pre-norm blocks
 ``x + Attn(LN(x))``, ``x + MLP(LN(x))``, a final LayerNorm, and truncated-normal (std 0.02)
 initialisation. Two additions from iBOT: a learnable ``mask_token`` that replaces masked
-patch embeddings, and ``forward_features`` that returns CLS and patch tokens.
+patch embeddings (created only with ``mask_token=True``: a parameter that no loss uses would
+make DDP fail with "parameters that were not used in producing loss"), and
+``forward_features`` that returns CLS and patch tokens.
 
 Attention uses ``F.scaled_dot_product_attention`` (fused kernels, no (N, N) matrix kept)
 in the normal forward; the explicit softmax path only runs when the weights are asked for
@@ -131,11 +133,14 @@ class VisionTransformer(nn.Module):
         patch_size: side of a square patch (``default_patch_size(img_size)`` if None).
         in_chans, embed_dim, depth, num_heads, mlp_ratio, qkv_bias: the usual ViT sizes.
         drop_path_rate: stochastic depth, linearly increasing over blocks (DINO uses 0.1).
+        mask_token: create iBOT's learnable mask token (for ``masks=`` in
+            ``forward_features``); off by default so that no parameter goes unused.
     """
 
     def __init__(self, img_size: int = 32, patch_size: int | None = None, in_chans: int = 3,
                  embed_dim: int = 192, depth: int = 12, num_heads: int = 3,
-                 mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path_rate: float = 0.0):
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path_rate: float = 0.0,
+                 mask_token: bool = False):
         super().__init__()
         patch_size = patch_size or default_patch_size(img_size)
         if img_size % patch_size:
@@ -149,8 +154,9 @@ class VisionTransformer(nn.Module):
         self.num_patches = self.grid_size ** 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, embed_dim))
-        # iBOT's masked-image-modelling token; zero at start as in iBOT.
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        # iBOT's masked-image-modelling token, zero at start as in iBOT; only when asked for.
+        self.mask_token: nn.Parameter | None = (nn.Parameter(torch.zeros(1, 1, embed_dim))
+                                                if mask_token else None)
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_path=r) for r in rates)
@@ -159,7 +165,6 @@ class VisionTransformer(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(trunc_normal_init_)
-
 
     def interpolate_pos_encoding(self, h_patches: int, w_patches: int) -> torch.Tensor:
         """Position embeddings ``(1, 1 + h*w, D)`` for an ``h x w`` patch grid."""
@@ -182,6 +187,8 @@ class VisionTransformer(nn.Module):
         b, _, h, w = x.shape
         tokens = self.patch_embed(x)
         if masks is not None:
+            if self.mask_token is None:
+                raise ValueError("this ViT has no mask token: build it with mask_token=True to pass masks")
             if masks.shape != tokens.shape[:2]:
                 raise ValueError(
                     f"patch mask has shape {tuple(masks.shape)} but the image gives "

@@ -1,5 +1,6 @@
-"""DeepCluster: PCA whitening, uniform sampling over clusters, the epoch-start k-means and
-its logs, head re-initialisation, checkpoint state, and a short training run."""
+"""DeepCluster: PCA whitening, uniform sampling over clusters (vs the reference sampler),
+identical points kept together, the epoch-start k-means and its logs, head
+re-initialisation with fresh optimiser state, checkpoint state, and a short training run."""
 
 import csv
 
@@ -11,10 +12,10 @@ from deepclust.methods import build_method
 from deepclust.methods.common import MethodConfigError
 from deepclust.methods.deepcluster import pca_whiten, uniform_cluster_indices
 from deepclust.train.config import TrainConfig
-from deepclust.train.embedding import embed_images
+from deepclust.models.encoder import embed_images, embed_with_head
 from deepclust.train.loop import train
 
-from methods_helpers import GENTLE_VIEWS, ArrayStore, context, pattern_images, tiny_backbone
+from methods_helpers import GENTLE_VIEWS, ArrayStore, context, pattern_images, run_step, tiny_backbone
 
 torch.set_num_threads(1)
 
@@ -35,12 +36,55 @@ def test_pca_whiten_decorrelates_and_normalises():
     assert np.allclose(np.abs(np.sum(white * out, axis=1)), 1.0, atol=1e-4)
 
 
-def test_uniform_sampler_gives_equal_cluster_counts():
-    labels = np.array([0] * 90 + [1] * 8 + [2] * 2)
-    idx = uniform_cluster_indices(labels, 100, np.random.default_rng(0))
-    assert len(idx) == 100 and idx.min() >= 0 and idx.max() < 100
-    counts = np.bincount(labels[idx], minlength=3)
-    assert counts.max() - counts.min() <= 1, counts   # 34/33/33 instead of 90/8/2
+def _reference_unif_label_sampler(labels, k, n, rng):
+    """DeepCluster's ``UnifLabelSampler.generate_indexes_epoch``, line by line (with a numpy
+    Generator in place of the global RNG)."""
+    images_lists = [[i for i in range(len(labels)) if labels[i] == c] for c in range(k)]
+    nmb_non_empty_clusters = sum(1 for lst in images_lists if len(lst) != 0)
+    size_per_pseudolabel = int(n / nmb_non_empty_clusters) + 1
+    res = np.array([], dtype=np.int64)
+    for lst in images_lists:
+        if len(lst) == 0:
+            continue
+        indexes = rng.choice(np.asarray(lst), size_per_pseudolabel, replace=(len(lst) <= size_per_pseudolabel))
+        res = np.concatenate((res, indexes))
+    rng.shuffle(res)
+    res = list(res.astype("int"))
+    if len(res) >= n:
+        return res[:n]
+    res += res[: (n - len(res))]
+    return res
+
+
+@pytest.mark.parametrize("sizes", [(90, 8, 2, 0), (34, 33, 33, 0), (50, 50, 0, 0), (3, 2, 1, 0)])
+def test_uniform_sampler_matches_the_reference_sampler(sizes):
+    """int(N / n_nonempty) + 1 per non-empty cluster, with replacement when a cluster has at
+    most that many members (a cluster of exactly 34 = int(100 / 3) + 1 is drawn with
+    replacement), empty clusters skipped; the same draws as the reference."""
+    labels = np.concatenate([np.full(s, c) for c, s in enumerate(sizes)]).astype(np.int64)
+    n = len(labels)
+    got = uniform_cluster_indices(labels, n, np.random.default_rng(0))
+    want = _reference_unif_label_sampler(labels, len(sizes), n, np.random.default_rng(0))
+    assert got.tolist() == [int(i) for i in want]
+    counts = np.bincount(labels[got], minlength=len(sizes))
+    nonempty = np.array(sizes) > 0
+    assert counts[~nonempty].sum() == 0 and counts[nonempty].min() >= n // nonempty.sum() - 1, counts
+
+
+def test_identical_points_stay_in_one_cluster_and_their_empty_clusters_are_skipped():
+    """Three groups of identical feature vectors and 5 clusters: no group is split over
+    labels (two clusters stay empty), and the sampler only draws from the used clusters."""
+    method = build_method("deepcluster", tiny_backbone(), k=3, img_size=8, n_clusters=5, pca_dim=2)
+    rng = np.random.default_rng(0)
+    groups = rng.normal(size=(3, 3)).astype(np.float32) * 5
+    features = np.repeat(groups, 10, axis=0)
+    labels = method._cluster(features, seed=0)
+    for g in range(3):
+        assert len(np.unique(labels[g * 10:(g + 1) * 10])) == 1, labels
+    assert len(np.unique(labels)) == 3
+    method.set_pseudo_labels(labels)
+    order = method.epoch_indices(context(np.zeros((30, 8, 8, 3), np.uint8)))
+    assert set(np.unique(labels[order])) == set(np.unique(labels))
 
 
 def _fake_embed_all(images, labels):
@@ -69,6 +113,7 @@ def test_epoch_start_clusters_logs_and_resets_head():
     assert ctx.logs["nmi_vs_prev"] == pytest.approx(1.0)
     assert method.head.linear.weight.abs().max().item() < 0.1      # re-initialised
     assert not torch.equal(method.head.linear.weight, w_first)     # a fresh draw per epoch
+    assert {id(p) for p in ctx.reinitialized} == {id(p) for p in method.head.parameters()}
     order = method.epoch_indices(ctx)
     assert np.bincount(method.pseudo_labels.numpy()[order]).min() >= 9
 
@@ -92,7 +137,7 @@ def test_training_step_without_kmeans_says_what_is_missing():
     images, _ = pattern_images(2)
     method = build_method("deepcluster", tiny_backbone(), k=3, img_size=8)
     with pytest.raises(MethodConfigError, match="k-means"):
-        method.training_step(torch.from_numpy(images), torch.arange(6), context(images))
+        run_step(method, images)
 
 
 def test_sobel_needs_a_two_channel_backbone():
@@ -109,20 +154,19 @@ def test_deepcluster_fits_its_pseudo_labels():
     images, labels = pattern_images(16)
     torch.manual_seed(0)
     method = build_method("deepcluster", tiny_backbone(), k=3, img_size=8, pca_dim=4, augment=GENTLE_VIEWS)
-    ctx = context(images, labels, embed_all=lambda: embed_images(method, images))
+    ctx = context(images, labels, embed_all=lambda: embed_images(method.encoder(), images))
     method.on_epoch_start(ctx)
     optimizer = torch.optim.SGD(method.parameters(), lr=0.1, momentum=0.9)
-    x, idx = torch.from_numpy(images), torch.arange(len(images))
     losses = []
     for _ in range(15):
-        loss = method.training_step(x, idx, ctx)["loss"]
+        loss = run_step(method, images).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     assert losses[0] == pytest.approx(np.log(3), abs=0.05)
     assert np.mean(losses[-3:]) < 0.7 * losses[0]
-    logits = embed_images(method, images, with_logits=True)[1]
+    logits = embed_with_head(method.encoder(), images, head=method.cluster_head())[1]
     assert len(np.unique(logits.argmax(1))) > 1
 
 
@@ -139,3 +183,29 @@ def test_deepcluster_runs_in_the_training_loop(tmp_path):
     assert len(rows) == 2 and float(rows[1]["nmi_vs_prev"]) > 0
     assert float(rows[0]["kmeans_seconds"]) >= 0 and float(rows[0]["nmi_vs_labels"]) > 0
     assert int(rows[1]["clusters_used"]) == 3
+
+
+def test_the_loop_rebuilds_the_classifiers_optimiser_state_each_epoch(tmp_path, monkeypatch):
+    """DeepCluster builds a new optimiser for the top layer every epoch: after the epoch's
+    k-means the re-initialised classifier has no momentum (or Adam moments) left, while the
+    backbone keeps its own."""
+    import deepclust.train.loop as loop
+
+    seen = []
+    original = loop.forget_optimizer_state
+
+    def spy(optimizer, params):
+        original(optimizer, params)
+        head = [p for p in method.head.parameters()]
+        seen.append((len(params), all(p not in optimizer.state for p in head),
+                     any(p in optimizer.state for p in method.backbone.parameters())))
+
+    monkeypatch.setattr(loop, "forget_optimizer_state", spy)
+    images, labels = pattern_images(8)
+    torch.manual_seed(0)
+    method = build_method("deepcluster", tiny_backbone(), k=3, img_size=8, pca_dim=4, augment=GENTLE_VIEWS)
+    cfg = TrainConfig(method="deepcluster", k=3, epochs=2, batch_size=8, lr=0.1, optimizer="sgd", warmup_epochs=0,
+                      device="cpu", knn_every=0, monitor_samples=24, num_workers=0, collapse_check=False)
+    train(cfg, ArrayStore(images, labels), tmp_path / "run", method=method, progress=False)
+    # epoch 1: nothing to forget yet (no backbone state either); epoch 2: the head's state is gone
+    assert seen == [(2, True, False), (2, True, True)]

@@ -1,9 +1,6 @@
-"""Acceptance tests of the training loop with a tiny toy method (no dependency on the real methods).
-
-The toy: a linear backbone on 8x8 images, a k-way head (the "last layer"), two noisy views
-drawn from torch's global RNG (so RNG restore matters), an MSE + centering loss with a
-`center` buffer updated after each optimiser step (so buffers must be checkpointed).
-"""
+"""Acceptance tests of the training loop with a tiny toy method (tests/toy_method.py):
+exact resume, interrupts, the last-layer freeze, NaN and collapse stops, AMP, online k-NN,
+thread count, weighted named loss terms in log.csv."""
 
 from __future__ import annotations
 
@@ -13,82 +10,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from torch import nn
+
+from toy_method import ToyMethod, toy_cfg, toy_store
 
 from deepclust.errors import CollapseError, DeepclustError
-from deepclust.methods.base import Method
-from deepclust.train.config import TrainConfig
-from deepclust.core.distributed import all_reduce_mean
 from deepclust.train.loop import NonFiniteLossError, train
-
-SIZE = 8
-
-
-class ToyMethod(Method):
-    name = "toy"
-
-    def __init__(self, k: int = 4, dim: int = 16, noise: float = 0.1, std_weight: float = 0.05):
-        backbone = nn.Linear(SIZE * SIZE * 3, dim)
-        backbone.embed_dim = dim
-        super().__init__(backbone)
-        self.head = nn.Linear(dim, k)
-        self.register_buffer("center", torch.zeros(k))
-        self.noise = noise
-        self.std_weight = std_weight  # the batch-std term does not split over processes (0 in the DDP test)
-        self.freeze_last_layer_epochs = 1
-        self.interrupt_at_step: int | None = None   # raise KeyboardInterrupt after this global step
-        self.nan_at_step: int | None = None
-        self.constant_embedding = False
-        self._batch_center: torch.Tensor | None = None
-
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        return images.permute(0, 3, 1, 2).float() / 255.0
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.backbone(x.flatten(1))
-        return z * 0 + 1 if self.constant_embedding else z
-
-    def training_step(self, images, indices, ctx):
-        x = self.preprocess(images)
-        v1 = x + self.noise * torch.randn_like(x)
-        v2 = x + self.noise * torch.randn_like(x)
-        z1, z2 = self.head(self.embed(v1)), self.head(self.embed(v2))
-        self._batch_center = all_reduce_mean(torch.cat([z1, z2]).detach().mean(0))
-        loss = ((z1 - z2) ** 2).mean() + ((torch.cat([z1, z2]) - self.center) ** 2).mean() * 0.1
-        loss = loss - self.std_weight * torch.cat([z1, z2]).std(0).mean()
-        if self.nan_at_step is not None and ctx.step == self.nan_at_step:
-            loss = loss * float("nan")
-        return {"loss": loss, "z_norm": z1.detach().norm(dim=1).mean()}
-
-    def after_optimizer_step(self, ctx):
-        self.center.mul_(0.9).add_(0.1 * self._batch_center)
-        if self.interrupt_at_step is not None and ctx.step + 1 == self.interrupt_at_step:
-            raise KeyboardInterrupt("test interrupt")
-
-    def last_layer_parameters(self):
-        return list(self.head.parameters())
-
-
-def make_toy(cfg: TrainConfig) -> ToyMethod:
-    """Factory for `cfg.method = "test_train_resume:make_toy"` (used by the DDP test)."""
-    return ToyMethod(k=cfg.k, **cfg.method_kwargs)
-
-
-def toy_store(n: int = 64, seed: int = 0) -> SimpleNamespace:
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 4, n)
-    # four colour prototypes plus noise: enough structure for k-means to find groups
-    protos = rng.integers(0, 256, (4, 1, 1, 3))
-    images = np.clip(protos[labels] + rng.normal(0, 30, (n, SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
-    return SimpleNamespace(images=images, labels=labels, paths=[f"toy#{i}" for i in range(n)])
-
-
-def toy_cfg(**kw) -> TrainConfig:
-    base = dict(method="toy", epochs=2, batch_size=16, optimizer="adamw", lr=0.01, warmup_epochs=0.5,
-                weight_decay=0.04, weight_decay_end=0.1, clip_grad=1.0, knn_every=0, k=4,
-                monitor_samples=64, num_workers=1, device="cpu", seed=3)
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 @pytest.fixture(autouse=True)
@@ -132,6 +58,9 @@ def test_two_epochs_equal_one_epoch_kill_resume_one_epoch(tmp_path, optimizer):
     # the run trained at all: the weights moved away from their initial values
     init = fresh_method(0).state_dict()
     assert not torch.allclose(init["backbone.weight"], weights(full)["backbone.weight"])
+    # ... bitwise: the resumed run is the uninterrupted run
+    for key, value in weights(full).items():
+        assert torch.equal(value, weights(tmp_path / "split")[key]), key
     log_rows = (tmp_path / "split" / "log.csv").read_text().strip().splitlines()
     assert [r.split(",")[0] for r in log_rows[1:]] == ["1", "2"]
     assert (tmp_path / "split" / "log.csv").read_text() .split("\n")[0].startswith("epoch,step,loss,lr,wd")
@@ -159,6 +88,21 @@ def test_last_layer_frozen_during_first_epoch(tmp_path):
           method=method, progress=False)
     assert torch.equal(method.head.weight.detach(), head_before)
     assert not torch.equal(weights(tmp_path / "run")["backbone.weight"], fresh_method(0).backbone.weight.detach())
+
+
+def test_log_has_each_named_term_and_the_weighted_total(tmp_path):
+    """log.csv holds loss_<term> for every term and `loss` = sum of weight * term (per step,
+    so also for the epoch means)."""
+    import csv
+
+    method = fresh_method(0)
+    train(toy_cfg(epochs=1), toy_store(), tmp_path / "run", method=method, progress=False)
+    with open(tmp_path / "run" / "log.csv") as fh:
+        row = next(csv.DictReader(fh))
+    terms = {name: float(row[f"loss_{name}"]) for name in ("match", "center", "spread")}
+    want = terms["match"] + 0.1 * terms["center"] + method.std_weight * terms["spread"]
+    assert float(row["loss"]) == pytest.approx(want, rel=1e-5)
+    assert terms["spread"] < 0 and float(row["z_norm"]) > 0
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
@@ -245,8 +189,8 @@ def test_online_knn_uses_the_separate_eval_store(tmp_path, train_labelled):
 
 def test_torch_threads_applies_during_training_and_is_restored(tmp_path):
     class ThreadRecorder(ToyMethod):
-        def after_optimizer_step(self, ctx):
-            super().after_optimizer_step(ctx)
+        def after_optimizer_step(self, state):
+            super().after_optimizer_step(state)
             self.seen_threads.add(torch.get_num_threads())
 
     method = ThreadRecorder()

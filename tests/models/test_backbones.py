@@ -195,9 +195,22 @@ def test_vit_attention_weights_match_fused_path():
         assert vit.get_last_selfattention(torch.randn(1, 3, 16, 16)).shape == (1, 4, 17, 17)
 
 
+def test_vit_has_a_mask_token_only_when_asked():
+    """An unused trainable parameter breaks DDP ("parameters that were not used in producing
+    loss"): a plain ViT has none; iBOT asks for the mask token."""
+    plain = tiny_vit()
+    assert plain.mask_token is None and "mask_token" not in dict(plain.named_parameters())
+    with pytest.raises(ValueError, match="mask_token=True"):
+        plain.forward_features(torch.randn(1, 3, 32, 32), masks=torch.zeros(1, 64, dtype=torch.bool))
+    out = plain(torch.randn(2, 3, 32, 32))
+    out.sum().backward()
+    assert all(p.grad is not None for p in plain.parameters())   # every parameter is used
+    assert "mask_token" in dict(tiny_vit(mask_token=True).named_parameters())
+
+
 def test_vit_masks_replace_patches_with_mask_token():
     torch.manual_seed(0)
-    vit = tiny_vit()
+    vit = tiny_vit(mask_token=True)
     with torch.no_grad():
         vit.mask_token.normal_()
     x = torch.randn(2, 3, 32, 32)

@@ -13,18 +13,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_train_resume import ToyMethod, toy_cfg, toy_store
+from toy_method import ToyMethod, toy_cfg, toy_store
 
 from deepclust.train.loop import train
 
-TESTS_DIR = Path(__file__).resolve().parent
-CFG = dict(epochs=1, optimizer="sgd", lr=0.5, clip_grad=0.0, method="test_train_resume:make_toy",
+TESTS_DIR = Path(__file__).resolve().parents[1]
+CFG = dict(epochs=1, optimizer="sgd", lr=0.5, clip_grad=0.0, method="toy_method:make_toy",
            method_kwargs={"noise": 0.0, "std_weight": 0.0}, num_workers=0)
 
 SCRIPT = """
 import sys
 import torch
-from test_train_resume import toy_cfg, toy_store
+from toy_method import toy_cfg, toy_store
 from deepclust.train.loop import train
 from deepclust.core.distributed import all_gather_cat, all_reduce_mean, get_rank, get_world_size, cleanup
 

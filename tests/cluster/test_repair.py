@@ -1,4 +1,5 @@
-"""DeepCluster's empty-cluster repair: split a non-empty cluster with a symmetric perturbation."""
+"""DeepCluster's empty-cluster repair: split a non-empty cluster with a symmetric perturbation,
+never separating identical points (such clusters stay empty)."""
 
 import numpy as np
 import pytest
@@ -43,12 +44,36 @@ def test_repair_without_empty_clusters_changes_nothing():
     np.testing.assert_array_equal(new_centroids, centroids)
 
 
-def test_repair_handles_identical_points_and_all_in_one_cluster():
+def test_identical_points_are_never_split_and_their_clusters_stay_empty():
+    """All points identical, all in one cluster: DeepCluster keeps them together, so the 4
+    other clusters stay empty (n_repaired counts the clusters actually filled: 0)."""
     x = np.ones((5, 3), dtype=np.float32)
     labels = np.zeros(5, dtype=np.int64)
-    new_labels, _, n = repair_empty_clusters(x, labels, np.ones((5, 3), np.float32), seed=1)
-    assert n == 4
-    assert sorted(new_labels.tolist()) == [0, 1, 2, 3, 4]
+    centroids = np.arange(15, dtype=np.float32).reshape(5, 3)
+    new_labels, new_centroids, n = repair_empty_clusters(x, labels, centroids, seed=1)
+    assert n == 0
+    assert new_labels.tolist() == [0] * 5
+    np.testing.assert_array_equal(new_centroids, centroids)
+
+
+def _groups_intact(x, labels):
+    """True when every group of identical rows carries one label."""
+    _, group = np.unique(x, axis=0, return_inverse=True)
+    return all(len(np.unique(labels[group.ravel() == g])) == 1 for g in np.unique(group))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_groups_of_identical_points_stay_together_when_clusters_are_filled(seed):
+    """3 distinct vectors repeated (4, 3 and 1 times) in one cluster of 4: two empty clusters
+    can be filled without splitting a group (3 groups for 3 clusters), the third cannot."""
+    rng = np.random.default_rng(seed)
+    points = rng.normal(size=(3, 4)).astype(np.float32)
+    x = np.repeat(points, [4, 3, 1], axis=0)
+    labels = np.zeros(len(x), dtype=np.int64)
+    centroids = rng.normal(size=(4, 4)).astype(np.float32)
+    new_labels, _, n = repair_empty_clusters(x, labels, centroids, seed=seed)
+    assert _groups_intact(x, new_labels)
+    assert n == 2 and len(np.unique(new_labels)) == 3 and np.bincount(new_labels, minlength=4)[3] == 0
 
 
 def test_repair_spherical_keeps_unit_centroids():

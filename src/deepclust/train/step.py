@@ -1,0 +1,144 @@
+"""One optimisation step and the per-step schedule values, for the loop in `loop.py`.
+
+* `Schedules`: every per-iteration value as an array over the run's global steps (lr,
+  weight decay, teacher momentum, teacher temperature) from `deepclust.core.schedules`,
+  and `Schedules.state(epoch, step)` -> the `StepState` a method's `collate` and
+  `training_step` receive.
+* `StepModule`: routes ``forward`` to ``method.training_step`` (so DDP sees the whole step)
+  and returns the weighted total of the step's named terms.
+* `optimizer_step`: backward -> per-parameter gradient clipping (DINO's
+  ``utils.clip_gradients``) -> cancel the last layer's gradients while frozen -> optimiser ->
+  EMA pairs -> ``method.after_optimizer_step``. Clipping comes before the cancel, as in DINO,
+  so the frozen layer never changes any other parameter's clip factor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from deepclust.core.distributed import is_dist
+from deepclust.core.ema import ema_update_
+from deepclust.core.schedules import cosine_momentum_schedule, cosine_schedule, teacher_temp_schedule
+from deepclust.errors import DeepclustError
+from deepclust.methods.base import Method, StepOutput, StepState
+from deepclust.train.optim import set_step_hyperparameters
+
+
+class NonFiniteLossError(DeepclustError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class Schedules:
+    """Per-step arrays (length ``epochs * steps_per_epoch``) and the freeze settings."""
+
+    lr: np.ndarray
+    weight_decay: np.ndarray
+    teacher_momentum: np.ndarray
+    teacher_temp: np.ndarray
+    steps_per_epoch: int
+    epochs: int
+    freeze_last_layer_epochs: int = 0
+    freeze_last_layer_iters: int = 0
+
+    @classmethod
+    def build(cls, method: Method, *, lr: float, min_lr: float, warmup_epochs: float, weight_decay: float,
+              weight_decay_end: float, epochs: int, steps_per_epoch: int) -> "Schedules":
+        total = epochs * steps_per_epoch
+        teacher = method.teacher_schedule()
+        if teacher is None:
+            momentum, temp = np.ones(total), np.full(total, 0.04)
+        else:
+            momentum = cosine_momentum_schedule(teacher.momentum, teacher.momentum_end, total)
+            temp = teacher_temp_schedule(teacher.warmup_temp, teacher.temp, teacher.warmup_epochs, epochs,
+                                         steps_per_epoch, per_iteration=teacher.per_iteration)
+        return cls(lr=cosine_schedule(lr, min_lr, total, warmup_steps=int(round(warmup_epochs * steps_per_epoch))),
+                   weight_decay=cosine_schedule(weight_decay, weight_decay_end, total),
+                   teacher_momentum=momentum, teacher_temp=temp, steps_per_epoch=steps_per_epoch,
+                   epochs=epochs, freeze_last_layer_epochs=int(method.freeze_last_layer_epochs),
+                   freeze_last_layer_iters=int(method.freeze_last_layer_iters))
+
+    def state(self, epoch: int, step: int) -> StepState:
+        i = min(step, len(self.lr) - 1)
+        return StepState(epoch=epoch, step=step, steps_per_epoch=self.steps_per_epoch, total_epochs=self.epochs,
+                         lr=float(self.lr[i]), weight_decay=float(self.weight_decay[i]),
+                         teacher_momentum=float(self.teacher_momentum[i]), teacher_temp=float(self.teacher_temp[i]),
+                         freeze_last_layer=epoch < self.freeze_last_layer_epochs or step < self.freeze_last_layer_iters)
+
+
+class StepModule(nn.Module):
+    """``forward(batch, state) -> (weighted total loss, StepOutput)`` of ``method.training_step``."""
+
+    def __init__(self, method: Method):
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch: dict[str, Any], state: StepState) -> tuple[torch.Tensor, StepOutput]:
+        out = self.method.training_step(batch, state)
+        if not isinstance(out, StepOutput):
+            raise DeepclustError(f"{type(self.method).__name__}.training_step must return a StepOutput, "
+                                 f"got {type(out).__name__}")
+        return out.loss, out
+
+
+@torch.no_grad()
+def clip_gradients_(params: list[torch.Tensor], clip: float) -> None:
+    """DINO's ``utils.clip_gradients``: for each parameter with a gradient,
+    ``coef = clip / (||grad|| + 1e-6)``; the gradient is scaled by ``coef`` when ``coef < 1``."""
+    for p in params:
+        if p.grad is None:
+            continue
+        coef = clip / (p.grad.detach().norm(2) + 1e-6)
+        p.grad.mul_(torch.clamp(coef, max=1.0))
+
+
+def check_finite(loss: torch.Tensor, state: StepState) -> None:
+    """Every process stops together when any process' loss is not finite."""
+    finite = torch.isfinite(loss.detach()).float()
+    if is_dist():
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if finite.item() < 1:
+        raise NonFiniteLossError(
+            f"the loss became {loss.item()} at epoch {state.epoch + 1}, step {state.step}: training diverged. "
+            f"The last good checkpoint (end of epoch {state.epoch}) is kept. Lower the learning rate "
+            "(--lr), add gradient clipping (--set clip_grad=3.0), or turn AMP off (--set amp=off).")
+
+
+def optimizer_step(method: Method, optimizer: torch.optim.Optimizer, scaler: Any, loss: torch.Tensor,
+                   state: StepState, *, clip_grad: float, params: list[torch.Tensor]) -> None:
+    """Backward, clip, cancel the frozen last layer, step, EMA (see module doc)."""
+    set_step_hyperparameters(optimizer, state.lr, state.weight_decay)
+    optimizer.zero_grad(set_to_none=True)
+    (scaler.scale(loss) if scaler else loss).backward()
+    if scaler and clip_grad > 0:
+        scaler.unscale_(optimizer)
+    if clip_grad > 0:
+        clip_gradients_(params, clip_grad)
+    if state.freeze_last_layer:  # DINO/SwAV: the last layer stays fixed at first
+        for p in method.last_layer_parameters():
+            p.grad = None
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    for teacher, student in method.ema_pairs():
+        ema_update_(teacher, student, state.teacher_momentum)
+    method.after_optimizer_step(state)
+
+
+def forget_optimizer_state(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
+    """Drop the optimiser state (momentum, Adam moments, step count) of re-initialised
+    parameters, as a freshly built optimiser for them would have none."""
+    for p in params:
+        optimizer.state.pop(p, None)
+
+
+__all__ = ["NonFiniteLossError", "Schedules", "StepModule", "check_finite", "clip_gradients_",
+           "forget_optimizer_state", "optimizer_step"]
