@@ -1,0 +1,105 @@
+"""Acceptance: one short training run gives the same clustering from every entry point.
+
+``deepclust train`` (which clusters its own store into the run directory), ``deepclust cluster
+--model RUN``, ``DeepClusterer(model=RUN)`` and a ``DeepClusterer`` trained with the same
+recipe and seed give identical labels, identical metrics and identical ``metrics.json`` keys.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from deepclust.cli import main
+from deepclust.estimator import DeepClusterer
+
+torch.set_num_threads(1)
+
+# A tiny DINO (out_dim == k: it has a cluster head) on the 24 16-px images of the tiny folder.
+RECIPE = {
+    "method": "dino", "backbone": "small_cnn", "backbone_kwargs": {"widths": [8, 16], "convs_per_stage": 1},
+    "image_size": 16, "k": 3, "cluster_whiten_dim": 4, "epochs": 2, "batch_size": 8, "lr": 0.01,
+    "warmup_epochs": 0, "knn_every": 0, "monitor_samples": 24, "collapse_check": False, "num_workers": 0,
+    "torch_threads": 1, "device": "cpu", "seed": 3, "knn_k": 5,
+    "method_kwargs": {"out_dim": 3, "hidden_dim": 16, "bottleneck_dim": 8,
+                      "augment": {"n_local": 0, "global_scale": [0.6, 1.0], "flip": False, "color_jitter": None,
+                                  "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0, "mean": "half"}},
+}
+TIMINGS = ("seconds", "seconds_features", "seconds_kmeans")
+
+
+def _labels_by_path(path) -> dict[str, int]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {row["path"]: int(row["cluster"]) for row in csv.DictReader(fh)}
+
+
+def _numbers(metrics: dict, drop=()) -> dict:
+    return {key: value for key, value in metrics.items() if key not in TIMINGS and key not in drop}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """`deepclust train` on the tiny folder, then `deepclust cluster --model RUN` on it."""
+    from conftest import make_tiny_image_folder
+
+    root = tmp_path_factory.mktemp("pipeline")
+    folder = make_tiny_image_folder(root / "images")
+    recipe = root / "tiny_dino.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    run = root / "run"
+    assert main(["train", "--config", str(recipe), "--data", str(folder), "--out", str(run), "--no-progress"]) == 0
+    clustered = root / "clustered"
+    assert main(["cluster", str(folder), "--model", str(run), "--k", "3", "--seed", "3", "--out", str(clustered),
+                 "--quiet"]) == 0
+    return folder, recipe, run, clustered
+
+
+def test_train_and_cluster_model_run_give_the_same_clustering(trained):
+    _, _, run, clustered = trained
+    for name in ("assignments.csv", "metrics.json", "skipped.csv", "summary.txt", "report.html"):
+        assert (run / name).is_file() and (clustered / name).is_file(), name
+    assert _labels_by_path(run / "assignments.csv") == _labels_by_path(clustered / "assignments.csv")
+    from_train = json.loads((run / "metrics.json").read_text())
+    from_cluster = json.loads((clustered / "metrics.json").read_text())
+    assert list(from_train) == list(from_cluster)  # same keys, same order
+    assert _numbers(from_train) == _numbers(from_cluster)
+    # What the run's metrics hold: labels known (3 class folders), a k-way head, the recipe's whitening.
+    assert {"acc", "nmi", "ari", "knn_acc", "head_acc", "head_nmi", "n_clusters_used"} <= set(from_train)
+    assert from_train["whiten_dim"] == 4 and from_train["spherical"] and from_train["k"] == 3
+    assert from_train["method"] == "dino" and sum(from_train["cluster_sizes"]) == 24
+    # Both reports carry the training curves of the run's log.csv.
+    assert 'id="plot-training"' in (run / "report.html").read_text()
+    assert 'id="plot-training"' in (clustered / "report.html").read_text()
+
+
+def test_estimator_with_the_run_gives_the_same_clustering(trained):
+    folder, _, run, clustered = trained
+    model = DeepClusterer(model=str(run), k=3, random_state=3, device="cpu", verbose=False).fit(str(folder))
+    expected = _labels_by_path(clustered / "assignments.csv")
+    assert dict(zip(_paths(folder), model.labels_.tolist())) == expected
+    from_cluster = json.loads((clustered / "metrics.json").read_text())
+    assert list(model.metrics_) == list(from_cluster)
+    assert _numbers(model.metrics_) == _numbers(from_cluster)
+    np.testing.assert_array_equal(model.predict(str(folder)), model.labels_)
+
+
+def test_estimator_trained_with_the_same_recipe_and_seed_gives_the_same_clustering(trained, tmp_path):
+    folder, recipe, run, _ = trained
+    model = DeepClusterer(method="dino", k=3, config=str(recipe), device="cpu", random_state=3, verbose=False,
+                          out_dir=tmp_path / "est").fit(str(folder))
+    assert dict(zip(_paths(folder), model.labels_.tolist())) == _labels_by_path(run / "assignments.csv")
+    from_train = json.loads((run / "metrics.json").read_text())
+    assert list(model.metrics_) == list(from_train)
+    assert _numbers(model.metrics_, drop=("features",)) == _numbers(from_train, drop=("features",))
+    assert json.loads((tmp_path / "est" / "metrics.json").read_text())["features"] == str(tmp_path / "est")
+
+
+def _paths(folder) -> list[str]:
+    from deepclust.data.store import load_images
+
+    return list(load_images(str(folder), size=16, progress=False).paths)
