@@ -72,3 +72,30 @@ def test_whitener_decorrelates_training_embeddings():
     white = (x - w.mean) @ w.projection
     assert np.allclose(np.cov(white, rowvar=False), np.eye(3), atol=1e-3)
     assert np.allclose(np.linalg.norm(w(x), axis=1), 1.0, atol=1e-5)
+
+
+def test_is_a_scikit_learn_estimator_and_refuses_another_image_size(tmp_path):
+    from sklearn.base import clone
+
+    model = DeepClusterer(method="dino", k=3, config=TINY, device="cpu", verbose=False, n_init=3,
+                          method_kwargs={"out_dim": 8})
+    copy = clone(model)
+    assert copy.get_params() == model.get_params() and copy is not model
+    assert copy.get_params()["method_kwargs"] == {"out_dim": 8}
+    images, _ = pattern_images(6)
+    labels = model.fit_predict(images)
+    assert labels.shape == (18,) and model.clustering_.k == 3
+    assert model.config_.method_kwargs["out_dim"] == 8
+    with pytest.raises(DataError, match="fitted on 8x8 images; got 16x16"):
+        model.predict(np.repeat(np.repeat(images, 2, axis=1), 2, axis=2))
+
+
+def test_model_argument_clusters_with_an_existing_encoder_without_training():
+    images, labels = pattern_images(8)
+    model = DeepClusterer(model="raw", k=3, verbose=False, device="cpu").fit(images)
+    assert model.method_ is None and model.config_ is None
+    assert not model.clustering_.spherical  # pixels: Euclidean k-means, as `deepclust cluster`
+    from deepclust.cluster import cluster_embeddings
+    direct = cluster_embeddings(images.reshape(len(images), -1).astype(np.float32) / 255, 3, spherical=False)
+    np.testing.assert_array_equal(model.labels_, direct.labels)
+    np.testing.assert_array_equal(model.predict(images), model.labels_)
