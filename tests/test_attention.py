@@ -9,13 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pretrained_fixtures import colour_images_dir, tiny_clip_dir, tiny_dinov2_dir  # noqa: F401
-
-from deepclust.attention import (attention_mask, attention_overlays_for, cls_attention_maps,
-                                 cluster_attention_extras)
+from deepclust.attention import attention_mask, attention_overlays_for, cls_attention_maps, cluster_attention_extras
 from deepclust.cli import main
 from deepclust.errors import DeepclustError
 from deepclust.models.pretrained import load_pretrained
+from pretrained_fixtures import colour_images_dir, tiny_clip_dir, tiny_dinov2_dir  # noqa: F401
 
 
 @pytest.mark.parametrize("mass", [0.1, 0.6, 0.9, 1.0])

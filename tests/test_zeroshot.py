@@ -10,13 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrained_fixtures import CLASSES, colour_images_dir, tiny_clip_dir  # noqa: F401 (fixtures)
-
 from deepclust.cli import main
 from deepclust.errors import DeepclustError
 from deepclust.models.pretrained import load_clip
 from deepclust.naming import cluster_name_list, load_vocabulary, name_clusters
 from deepclust.zeroshot import DEFAULT_TEMPLATES, text_classifier, zero_shot_classify
+from pretrained_fixtures import CLASSES, colour_images_dir, tiny_clip_dir  # noqa: F401 (fixtures)
 
 
 def _images(n=7, seed=0):
@@ -108,7 +107,7 @@ def test_name_clusters_uses_vocabulary_and_cluster_mean(clip, tmp_path):
     names = name_clusters(clip, images, labels, str(vocab_file), top_n=3, progress=False)
     assert sorted(names) == [0, 1, 2]  # -1 (unassigned) is not a cluster
     vocab = ["cat", "dog", "horse", "bird", "frog"]
-    for c, pairs in names.items():
+    for pairs in names.values():
         assert len(pairs) == 3 and all(n in vocab for n, _ in pairs)
         scores = [s for _, s in pairs]
         assert scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores)

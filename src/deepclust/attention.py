@@ -126,7 +126,7 @@ def _display(image: np.ndarray, min_side: int) -> np.ndarray:
     scale = max(1, int(np.ceil(min_side / max(1, min(h, w)))))
     if scale == 1:
         return image
-    return np.asarray(Image.fromarray(image).resize((w * scale, h * scale), Image.NEAREST))
+    return np.asarray(Image.fromarray(image).resize((w * scale, h * scale), Image.Resampling.NEAREST))
 
 
 def overlay(image: np.ndarray, map_hw: np.ndarray, *, alpha: float = 0.55, cmap: str = "inferno",

@@ -88,7 +88,7 @@ def check_images(x: Any, name: str = "x") -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-class DeepClusterer(ClusterMixin, BaseEstimator):  # type: ignore[misc]
+class DeepClusterer(ClusterMixin, BaseEstimator):
     """Train ``method`` on images (or take an existing ``model``), then cluster them into ``k``.
 
     Args:
@@ -247,6 +247,7 @@ class DeepClusterer(ClusterMixin, BaseEstimator):  # type: ignore[misc]
         self.labels_ = result.labels
         self.cluster_centers_ = result.clustering.centroids
         self.metrics_ = result.info
+        assert result.embeddings is not None
         self.embeddings_ = self._unit(result.embeddings)
 
     def fit_predict(self, x: Any, y: Any = None) -> np.ndarray:

@@ -53,7 +53,11 @@ def check_class_names(class_names: Sequence[str]) -> list[str]:
     if len(names) < 2:
         raise DeepclustError(f"zero-shot classification needs at least 2 class names, got {names}")
     seen: set[str] = set()
-    dupes = [n for n in names if n.lower() in seen or seen.add(n.lower())]
+    dupes = []
+    for n in names:
+        if n.lower() in seen:
+            dupes.append(n)
+        seen.add(n.lower())
     if dupes:
         raise DeepclustError(f"class names are repeated: {sorted(set(dupes))}")
     return names

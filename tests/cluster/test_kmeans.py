@@ -90,13 +90,22 @@ def test_n_equals_k_and_k_one():
 
 @pytest.mark.filterwarnings("ignore:Number of distinct clusters")  # scikit-learn's own notice; expected here
 @pytest.mark.parametrize("backend", ["faiss", "sklearn"])
-def test_duplicate_points_leave_no_empty_cluster(backend):
+def test_identical_points_stay_in_one_cluster(backend):
     x = np.zeros((12, 4), dtype=np.float32)
     x[6:] = 1.0  # only two distinct points, four clusters requested
     result = kmeans(x, 4, n_init=1, backend=backend)
-    sizes = np.bincount(result.labels, minlength=4)
-    assert sizes.min() >= 1 and sizes.sum() == 12
-    assert result.n_empty_repaired >= 1
+    # DeepCluster's repair never splits identical vectors: two clusters used, two left empty.
+    assert len(set(result.labels[:6])) == 1 and len(set(result.labels[6:])) == 1
+    assert result.labels[0] != result.labels[6]
+    assert (np.bincount(result.labels, minlength=4) == 0).sum() == 2
+
+
+@pytest.mark.filterwarnings("ignore:Number of distinct clusters")
+@pytest.mark.parametrize("backend", ["faiss", "sklearn"])
+def test_enough_distinct_points_leave_no_empty_cluster(backend):
+    x = np.repeat(np.array([[0, 0], [0.01, 0], [5, 5], [9, 0]], np.float32), 3, axis=0)
+    result = kmeans(x, 4, n_init=1, backend=backend)
+    assert np.bincount(result.labels, minlength=4).tolist() == [3, 3, 3, 3]
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from pretrained_fixtures import (colour_images_dir, colour_test_images_dir,  # noqa: F401
-                                 tiny_dinov2_dir)
-
 from deepclust.cli import main
 from deepclust.commands.evaluate import parse_fewshot
 from deepclust.errors import DeepclustError
 from deepclust.models.pretrained.dinov2 import Dinov2Encoder
+from pretrained_fixtures import colour_images_dir, colour_test_images_dir, tiny_dinov2_dir  # noqa: F401
 
 
 @pytest.fixture

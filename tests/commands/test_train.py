@@ -11,10 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from toy_method import toy_store
-
 from deepclust.cli import main
 from deepclust.errors import DataError
+from toy_method import toy_store
 
 
 @pytest.fixture()

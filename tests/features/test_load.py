@@ -9,13 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from pretrained_fixtures import tiny_clip_dir, tiny_dinov2_dir  # noqa: F401 (fixtures)
-
 from deepclust.data.store import ImageStore
 from deepclust.errors import DataError, DeepclustError
 from deepclust.features import embed_store, is_run_dir, load_model
 from deepclust.models.encoder import BackboneEncoder, Encoder, embed_images
 from deepclust.models.pretrained import ClipEncoder, Dinov2Encoder, load_pretrained
+from pretrained_fixtures import tiny_clip_dir, tiny_dinov2_dir  # noqa: F401 (fixtures)
 
 torch.set_num_threads(1)
 
@@ -42,7 +41,8 @@ def make_run(run_dir, *, k=3, whiten=2, out_dim=3):
     return run_dir
 
 
-@pytest.mark.parametrize("fixture, cls, dim", [("tiny_dinov2_dir", Dinov2Encoder, 32), ("tiny_clip_dir", ClipEncoder, 16)])
+@pytest.mark.parametrize("fixture, cls, dim",
+                         [("tiny_dinov2_dir", Dinov2Encoder, 32), ("tiny_clip_dir", ClipEncoder, 16)])
 def test_hugging_face_folder_needs_no_prefix(request, fixture, cls, dim):
     folder = request.getfixturevalue(fixture)
     bare, prefixed = load_model(str(folder), device="cpu"), load_model(f"hf:{folder}", device="cpu")
@@ -101,7 +101,8 @@ def test_run_directory_gives_encoder_head_config_and_whitening(tmp_path, monkeyp
 def test_embed_store_caches_by_store_model_and_options(tiny_dinov2_dir, monkeypatch):
     calls = []
     original = Dinov2Encoder.tokens
-    monkeypatch.setattr(Dinov2Encoder, "tokens", lambda self, x, masks=None: calls.append(len(x)) or original(self, x, masks))
+    monkeypatch.setattr(Dinov2Encoder, "tokens",
+                        lambda self, x, masks=None: calls.append(len(x)) or original(self, x, masks))
     store = _store(6, 24)
     cls = load_model(str(tiny_dinov2_dir), device="cpu")
     first = embed_store(cls, store, progress=False)

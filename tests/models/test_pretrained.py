@@ -14,13 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from pretrained_fixtures import (colour_images_dir, tiny_clip_dir,  # noqa: F401 (fixtures)
-                                 tiny_dinov2_dir)
-
 from deepclust.errors import DeepclustError, ModelNotAvailableError
-from deepclust.models.pretrained import (ClipEncoder, Dinov2Encoder, load_clip, load_pretrained,
-                                         resolve_model_dir)
+from deepclust.models.pretrained import ClipEncoder, Dinov2Encoder, load_clip, load_pretrained, resolve_model_dir
 from deepclust.models.pretrained.preprocess import ImagePreprocess
+from pretrained_fixtures import colour_images_dir, tiny_clip_dir, tiny_dinov2_dir  # noqa: F401 (fixtures)
 
 
 def _smooth_images(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:

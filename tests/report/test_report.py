@@ -38,7 +38,7 @@ VOID = {"img", "meta", "br", "hr", "input", "link"}
 class Node:
     tag: str
     attrs: dict[str, str | None]
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
     text_parts: list[str] = field(default_factory=list)
 
     def iter(self, tag: str | None = None):
@@ -47,10 +47,10 @@ class Node:
         for child in self.children:
             yield from child.iter(tag)
 
-    def find_all(self, tag: str, cls: str | None = None) -> list["Node"]:
+    def find_all(self, tag: str, cls: str | None = None) -> list[Node]:
         return [n for n in self.iter(tag) if cls is None or cls in (n.attrs.get("class") or "").split()]
 
-    def by_id(self, element_id: str) -> "Node | None":
+    def by_id(self, element_id: str) -> Node | None:
         return next((n for n in self.iter() if n.attrs.get("id") == element_id), None)
 
     @property

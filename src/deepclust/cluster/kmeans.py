@@ -3,7 +3,8 @@
 DeepCluster (Caron et al., ECCV 2018) clusters the whole data set's features with faiss every
 epoch; the same function serves the `cluster` command and evaluation. Labels are always the
 nearest centroid under the final centroids (IndexFlatL2, or IndexFlatIP for spherical k-means),
-and no cluster is left empty (see `deepclust.cluster.repair`).
+and no cluster is left empty when there are at least k distinct rows (see
+`deepclust.cluster.repair`: identical rows are never split over several clusters).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ class KMeansResult:
     """Outcome of `kmeans`.
 
     Attributes:
-        labels: ``(N,)`` int64 cluster index in ``[0, k)`` for every row; no cluster is empty.
+        labels: ``(N,)`` int64 cluster index in ``[0, k)`` for every row; no cluster
+            is empty unless ``x`` has fewer than k distinct rows.
         centroids: ``(k, D)`` float32 (unit length when spherical).
         inertia: sum of squared Euclidean distances of rows to their centroid (on the
             L2-normalised rows when spherical), computed the same way for every backend.
@@ -153,7 +155,8 @@ def kmeans(
 
     Returns:
         `KMeansResult`; labels are the nearest final centroid, with empty clusters repaired
-        by `repair_empty_clusters` so every cluster in ``[0, k)`` has at least one row.
+        by `repair_empty_clusters` so every cluster in ``[0, k)`` has at least one row
+        (when ``x`` has at least k distinct rows; identical rows are never split).
 
     Raises:
         InvalidInputError: ``x`` is not 2-D/finite, ``k`` is outside ``[1, N]``, or an
@@ -169,7 +172,8 @@ def kmeans(
     if backend == "auto":
         backend = "faiss" if faiss_available() else "sklearn"
     elif backend == "faiss" and not faiss_available():
-        raise DeepclustError("backend='faiss' needs faiss: pip install faiss-cpu (or faiss-gpu), or use backend='sklearn'.")
+        raise DeepclustError("backend='faiss' needs faiss: pip install faiss-cpu (or faiss-gpu), "
+                             "or use backend='sklearn'.")
 
     if spherical:
         x = l2_normalize(x)

@@ -36,9 +36,11 @@ def _distributed(world_size_aware: bool) -> bool:
 
 
 @torch.no_grad()
-def _sinkhorn(scores: torch.Tensor, epsilon: float, n_iters: int, distributed: bool, dtype: torch.dtype) -> torch.Tensor:
+def _sinkhorn(scores: torch.Tensor, epsilon: float, n_iters: int, distributed: bool,
+              dtype: torch.dtype) -> torch.Tensor:
     if scores.ndim != 2 or scores.shape[1] < 1:
-        raise InvalidInputError(f"scores must be a 2-D tensor (batch B, prototypes K), got shape {tuple(scores.shape)}.")
+        raise InvalidInputError(f"scores must be a 2-D tensor (batch B, prototypes K), "
+                                f"got shape {tuple(scores.shape)}.")
     if not epsilon > 0:
         raise InvalidInputError(f"epsilon must be > 0, got {epsilon}.")
     if n_iters < 1:

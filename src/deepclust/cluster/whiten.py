@@ -26,7 +26,7 @@ class Whitener:
     projection: np.ndarray  # (D, d): top-d principal axes, each divided by its standard deviation
 
     @classmethod
-    def fit(cls, x: np.ndarray, dim: int, eps: float = 1e-5) -> "Whitener":
+    def fit(cls, x: np.ndarray, dim: int, eps: float = 1e-5) -> Whitener:
         """Principal axes of ``x`` (N, D); ``d = min(dim, D, N - 1)``."""
         x = np.asarray(x, dtype=np.float64)
         mean = x.mean(axis=0)

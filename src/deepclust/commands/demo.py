@@ -13,6 +13,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ DEMO_RECIPE = "digits_deepcluster"
 class DemoRun:
     name: str            # sub-folder of out_dir and row label
     description: str     # what the row means, for the table
-    metrics: dict        # acc, nmi, ari, ... (digits always have labels)
+    metrics: dict[str, Any]  # acc, nmi, ari, ... (digits always have labels)
     seconds: float       # features + k-means (the report is not counted)
     out_dir: Path
 
@@ -75,7 +76,7 @@ def run_demo(out_dir: str | Path, train: bool = True, *, n_images: int | None = 
         store = _subset(store, n_images, seed=0)
 
     # (name, description, cluster_store keyword arguments); the first entry is the main run.
-    plans = [
+    plans: list[tuple[str, str, dict[str, Any]]] = [
         ("pca", f"PCA-{DEMO_PCA_DIM} (whitened) + k-means", dict(features="pca", pca_dim=DEMO_PCA_DIM)),
         ("raw", "raw pixels + k-means (baseline)", dict(features="raw")),
     ]
@@ -91,7 +92,7 @@ def run_demo(out_dir: str | Path, train: bool = True, *, n_images: int | None = 
         result = cluster_store(store, k=DEMO_K, out_dir=out / name, progress=progress,
                                title=f"deepclust demo: digits, {description}", **kwargs)
         seconds = result.info["seconds_features"] + result.info["seconds_kmeans"]
-        runs.append(DemoRun(name, description, result.metrics, seconds, result.out_dir))
+        runs.append(DemoRun(name, description, result.metrics or {}, seconds, result.out_dir))
     report = runs[0].out_dir / "report.html"
     table = format_table(runs, len(store.paths))
     if train:

@@ -142,9 +142,9 @@ def run(args: argparse.Namespace) -> int:
                      "seconds_features": round(time.perf_counter() - t0, 3)}
     k = min(args.knn_k, len(xtr))
     metrics["knn_k"] = k
-    metrics["knn_acc"] = knn_accuracy(xtr, train_y, xte, test_y, k=k, device=device)
+    metrics["knn_acc"] = knn_accuracy(xtr, train_y, xte, test_y, k=k, device=str(device))
     if args.linear:
-        metrics["linear_acc"] = linear_probe_accuracy(xtr, train_y, xte, test_y, seed=args.seed, device=device)
+        metrics["linear_acc"] = linear_probe_accuracy(xtr, train_y, xte, test_y, seed=args.seed, device=str(device))
     if fewshot is not None:
         n_way, k_shot = fewshot
         try:

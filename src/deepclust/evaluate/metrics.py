@@ -122,7 +122,8 @@ def confusion_matrix(y_true, y_pred) -> np.ndarray:
     """
     y_true, y_pred = _known(y_true, y_pred)
     if y_true.min() < 0 or y_pred.min() < 0:
-        raise InvalidInputError("confusion_matrix needs non-negative class and cluster ids (true labels may be -1 = unknown).")
+        raise InvalidInputError("confusion_matrix needs non-negative class and cluster ids "
+                                "(true labels may be -1 = unknown).")
     cm, class_ids, cluster_ids = contingency(y_true, y_pred)
     table = np.zeros((y_true.max() + 1, y_pred.max() + 1), dtype=np.int64)
     table[np.ix_(class_ids, cluster_ids)] = cm

@@ -77,10 +77,10 @@ class Encoder(nn.Module):
     # --- convenience --------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        for tensor in self.parameters():
-            return tensor.device
-        for tensor in self.buffers():
-            return tensor.device
+        for param in self.parameters():
+            return param.device
+        for buffer in self.buffers():
+            return buffer.device
         return torch.device("cpu")
 
     def extra_repr(self) -> str:
@@ -138,7 +138,7 @@ class PCAEncoder(Encoder):
         self.register_buffer("scale", torch.ones(self.dim))
         self.fitted = False
 
-    def fit(self, images: np.ndarray, batch_size: int = 1024) -> "PCAEncoder":
+    def fit(self, images: np.ndarray, batch_size: int = 1024) -> PCAEncoder:
         """Fit on ``uint8 (N, S, S, 3)`` images; ``dim`` must be at most ``min(N, S*S*3)``."""
         from sklearn.decomposition import PCA
 
@@ -176,6 +176,8 @@ class BackboneEncoder(Encoder):
             (resize, normalise with the training statistics, Sobel for DeepCluster).
         name: shown in messages.
     """
+
+    trunk: Any  # an nn.Module; its ViT methods are looked up by name
 
     def __init__(self, trunk: nn.Module, transform: Any, name: str = "backbone"):
         super().__init__()

@@ -18,8 +18,9 @@ from __future__ import annotations
 import html
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -59,7 +60,8 @@ nav.toc a { display:inline-block; margin:0 6px 0 0; padding:0 8px; border:1px so
 .names li { background:#e8effc; border-radius:10px; padding:1px 9px; font-size:12px; }
 .names .score { color:var(--muted); margin-left:4px; }
 .extras { display:flex; flex-wrap:wrap; gap:10px; margin:0 0 8px; }
-.extras figure { margin:0; } .extras img { max-width:360px; height:auto; image-rendering:pixelated; border:1px solid var(--line); }
+.extras figure { margin:0; }
+.extras img { max-width:360px; height:auto; image-rendering:pixelated; border:1px solid var(--line); }
 .thumbs { display:flex; flex-wrap:wrap; gap:4px; }
 .thumbs img { width:64px; height:64px; object-fit:contain; image-rendering:pixelated; background:#000;
        border-radius:2px; }
@@ -89,7 +91,7 @@ def _score(value: Any) -> str:
         return str(value)
 
 
-def _validate(images, labels_pred, paths, embeddings, labels_true) -> tuple[np.ndarray, ...]:
+def _validate(images, labels_pred, paths, embeddings, labels_true) -> tuple[np.ndarray, Any, Any]:
     labels_pred = np.asarray(labels_pred)
     if labels_pred.ndim != 1 or labels_pred.size == 0:
         raise DataError(f"labels_pred must be a non-empty (N,) array, got shape {labels_pred.shape}")
@@ -115,7 +117,9 @@ def _validate(images, labels_pred, paths, embeddings, labels_true) -> tuple[np.n
     return labels_pred.astype(np.int64), embeddings, (None if labels_true is None else labels_true.astype(np.int64))
 
 
-def _class_name(class_id: int, class_names: Sequence[str] | None) -> str:
+def _class_name(class_id: int | None, class_names: Sequence[str] | None) -> str:
+    if class_id is None:
+        return ""
     if class_names is not None and 0 <= class_id < len(class_names):
         return str(class_names[class_id])
     return str(class_id)

@@ -18,13 +18,13 @@ import csv
 import importlib.util
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib import colormaps
 
 from deepclust.errors import DataError
 
@@ -256,18 +256,18 @@ def plot_cluster_sizes(
 
     A dashed line marks the size every cluster would have if they were balanced.
     """
-    sizes = np.asarray(sizes, dtype=np.int64)
-    if sizes.ndim != 1 or sizes.size == 0:
+    counts = np.asarray(sizes, dtype=np.int64)
+    if counts.ndim != 1 or counts.size == 0:
         raise DataError("plot_cluster_sizes needs a non-empty list of sizes")
-    names = [str(n) for n in cluster_names] if cluster_names is not None else [str(i) for i in range(sizes.size)]
-    if len(names) != sizes.size:
-        raise DataError(f"{sizes.size} sizes but {len(names)} cluster names")
-    fig = _figure(min(16.0, 3.0 + 0.3 * sizes.size), 3.2)
+    names = [str(n) for n in cluster_names] if cluster_names is not None else [str(i) for i in range(counts.size)]
+    if len(names) != counts.size:
+        raise DataError(f"{counts.size} sizes but {len(names)} cluster names")
+    fig = _figure(min(16.0, 3.0 + 0.3 * counts.size), 3.2)
     ax = fig.add_subplot()
-    ax.bar(np.arange(sizes.size), sizes, color=colormaps["tab10"](0))
-    ax.axhline(sizes.mean(), color="0.4", linestyle="--", linewidth=1, label="balanced")
-    if sizes.size <= 40:
-        ax.set_xticks(np.arange(sizes.size), names, rotation=90 if sizes.size > 12 else 0, fontsize=8)
+    ax.bar(np.arange(counts.size), counts, color=colormaps["tab10"](0))
+    ax.axhline(counts.mean(), color="0.4", linestyle="--", linewidth=1, label="balanced")
+    if counts.size <= 40:
+        ax.set_xticks(np.arange(counts.size), names, rotation=90 if counts.size > 12 else 0, fontsize=8)
     ax.set_xlabel("cluster")
     ax.set_ylabel("images")
     ax.set_title(title)

@@ -94,7 +94,7 @@ def load_pretrained(spec: str, *, device: str | torch.device = "cpu", attentions
 
 def _wrap(spec: str, model: nn.Module, tokenizer: Any, model_dir: Path, resolution: int | None,
           pooling: str) -> PretrainedEncoder:
-    config = model.config  # type: ignore[attr-defined]
+    config: Any = model.config
     if model_type(model_dir) == "clip":
         vision = config.vision_config
         processor = _processor_for(model_dir, int(vision.image_size))

@@ -49,6 +49,7 @@ class PretrainedEncoder(Encoder):
     """
 
     kind = "vit"
+    model: Any  # a transformers PreTrainedModel (typed loosely: transformers is optional)
     cls_dim: int
     patch_dim: int
 
@@ -147,7 +148,8 @@ class PretrainedEncoder(Encoder):
 
     def patch_grid(self, pixel_values: torch.Tensor) -> tuple[int, int]:
         h, w = pixel_values.shape[-2:]
-        return h // self.patch_size, w // self.patch_size
+        patch = int(self.patch_size or 1)
+        return h // patch, w // patch
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, pooling={self.pooling!r}, embed_dim={self.embed_dim}"

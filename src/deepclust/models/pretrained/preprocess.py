@@ -53,7 +53,7 @@ class ImagePreprocess:
     do_normalize: bool = True
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> "ImagePreprocess":
+    def from_config(cls, cfg: dict[str, Any]) -> ImagePreprocess:
         """Build from a ``preprocessor_config.json`` dict (CLIP / BitImageProcessor layouts)."""
         size = cfg.get("size", {"shortest_edge": 224})
         shortest = None
@@ -74,7 +74,7 @@ class ImagePreprocess:
             do_normalize=bool(cfg.get("do_normalize", True)),
         )
 
-    def with_resolution(self, resolution: int) -> "ImagePreprocess":
+    def with_resolution(self, resolution: int) -> ImagePreprocess:
         """The same normalisation at another square working resolution (faster on CPU)."""
         return ImagePreprocess(shortest_edge=resolution, resize_hw=None,
                                crop_hw=(resolution, resolution), mean=self.mean, std=self.std,
@@ -88,7 +88,8 @@ class ImagePreprocess:
         if self.resize_hw is not None:
             return self.resize_hw
         short, long = (h, w) if h <= w else (w, h)
-        new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
+        edge = int(self.shortest_edge if self.shortest_edge is not None else short)
+        new_short, new_long = edge, int(edge * long / short)
         return (new_short, new_long) if h <= w else (new_long, new_short)
 
     def __call__(self, images: np.ndarray | torch.Tensor, device: str | torch.device = "cpu"
