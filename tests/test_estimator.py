@@ -6,7 +6,6 @@ import torch
 
 from deepclust.errors import DataError, DeepclustError
 from deepclust.estimator import DeepClusterer, check_images
-
 from methods_helpers import pattern_images
 
 torch.set_num_threads(1)
