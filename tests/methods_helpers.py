@@ -76,3 +76,36 @@ def run_step(method: Method, images: np.ndarray | torch.Tensor, state: StepState
     with torch.no_grad():
         batch = method.collate({"images": x, "index": torch.arange(len(x))}, state)
     return method.training_step(batch, state)
+
+
+# --- the method x backbone grid of the contract suite (tests/contract) -------------------
+CONTRACT_SIZE = 16
+CONTRACT_METHODS = {
+    "deepcluster": {"n_clusters": 3, "pca_dim": 4},
+    "swav": {"n_prototypes": 8, "hidden_dim": 16, "out_dim": 8, "freeze_prototypes_niters": 1,
+             "augment": {"n_local": 2}},
+    "dino": {"out_dim": 16, "hidden_dim": 16, "bottleneck_dim": 8, "augment": {"n_local": 2}},
+}
+CONTRACT_BACKBONES = {
+    "small_cnn": {"widths": [8, 16], "convs_per_stage": 1},
+    "resnet18": {"width": 8},
+    "vit_tiny": {"depth": 1, "embed_dim": 48},
+}
+COMBOS = [(m, b) for m in CONTRACT_METHODS for b in CONTRACT_BACKBONES]
+
+
+def contract_images(n: int = 8, seed: int = 0) -> np.ndarray:
+    """``uint8 (n, 16, 16, 3)`` noise: the contract checks mechanics, not quality."""
+    return np.random.default_rng(seed).integers(0, 256, (n, CONTRACT_SIZE, CONTRACT_SIZE, 3)).astype(np.uint8)
+
+
+def contract_config(method: str, backbone: str, **kw):
+    """A tiny `TrainConfig` for one cell of the grid (16 px, batch 4, 1 thread, no k-NN)."""
+    from deepclust.train.config import TrainConfig
+
+    base = dict(method=method, backbone=backbone, backbone_kwargs=dict(CONTRACT_BACKBONES[backbone]),
+                method_kwargs=dict(CONTRACT_METHODS[method]), k=3, image_size=CONTRACT_SIZE, epochs=2,
+                batch_size=4, lr=0.01, warmup_epochs=0, clip_grad=3.0, device="cpu", knn_every=0,
+                monitor_samples=8, num_workers=0, collapse_check=False, torch_threads=1, seed=1)
+    base.update(kw)
+    return TrainConfig(**base)
