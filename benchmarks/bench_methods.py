@@ -31,7 +31,7 @@ from deepclust.estimator import Whitener
 from deepclust.evaluate.metrics import clustering_metrics
 from deepclust.train.builder import build_method_from_config
 from deepclust.train.config import TrainConfig
-from deepclust.train.embedding import embed_images
+from deepclust.models.encoder import embed_with_head
 from deepclust.train.loop import train
 
 DEFAULT_RECIPES = ["digits_deepcluster", "digits_swav", "digits_dino"]
@@ -60,7 +60,7 @@ def run_recipe(recipe: str, data: str | None, threads: int, overrides: list[str]
         wall = time.perf_counter() - start
         with open(Path(tmp) / "run" / "log.csv") as f:
             rows = list(csv.DictReader(f))
-    emb, logits = embed_images(method, store.images, with_logits=True)
+    emb, logits = embed_with_head(method.encoder(), store.images, head=method.cluster_head())
     emb = l2_normalize(emb)
     labels = np.asarray(store.labels)
     m = clustering_metrics(labels, kmeans(emb, cfg.k, n_init=10, seed=cfg.seed).labels)
@@ -105,7 +105,7 @@ def to_markdown(results: list[dict], baseline: dict, command: str, threads: int)
         "ACC/NMI/ARI: k-means (k=10, 10 restarts) on the L2-normalised embeddings of the trained "
         f"method (DINO: teacher backbone); ACC_w/NMI_w: the same after {WHITEN_DIM}-d PCA whitening + "
         "L2 (DeepClusterer's default); k-NN: 20-NN cosine vote, 80/20 split; head ACC: argmax of "
-        "the method's own k-way head (`cluster_logits`) when it has one. Wall time = the whole "
+        "the method's own k-way head (`cluster_head`) when it has one. Wall time = the whole "
         "`train()` call (including per-epoch k-means for DeepCluster and the loop's collapse watch).",
         "",
         "| recipe | seed | epochs | ACC | NMI | ARI | ACC_w | NMI_w | ARI_w | k-NN | head ACC | train s | img/s |",

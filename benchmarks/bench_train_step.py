@@ -1,8 +1,9 @@
 """Training-step throughput of the one loop, and how much of the machine it uses.
 
 For each (method, backbone) at 32 px: build the real method (DINO / SwAV with their
-default multi-crop views), run `deepclust.train.loop.train_step` (the loop's own step:
-schedules, autocast, backward, clipping, optimiser, EMA) on random uint8 batches, and report
+default multi-crop views), run the loop's own step (`collate`, `StepModule` forward under
+autocast, `deepclust.train.step.optimizer_step`: backward, per-parameter clipping, optimiser,
+EMA of the method's pairs) on random uint8 batches, and report
 
   images/s            timed over --steps steps after --warmup steps
   GFLOP/step          forward + backward, counted by torch.utils.flop_counter.FlopCounterMode
@@ -25,12 +26,13 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from deepclust.core.device import amp_dtype as amp_dtype_for
+from deepclust.core.device import autocast
+from deepclust.methods.state import TrainContext
 from deepclust.train.builder import build_method_from_config
 from deepclust.train.config import TrainConfig
-from deepclust.train.context import TrainContext
-from deepclust.core.device import amp_dtype
-from deepclust.train.loop import _StepModule, train_step
 from deepclust.train.optim import build_optimizer
+from deepclust.train.step import Schedules, StepModule, optimizer_step
 
 # Heads sized for a small machine; the views are each method's defaults (multi-crop).
 METHOD_KWARGS = {
@@ -65,7 +67,7 @@ def bench(method_name: str, backbone: str, device: torch.device, batch: int, ste
                       image_size=32, batch_size=batch, epochs=1, optimizer="adamw", clip_grad=3.0, amp=amp)
     torch.manual_seed(0)
     method = build_method_from_config(cfg).to(device)
-    amp_dtype = amp_dtype(cfg.amp, device)
+    amp_dtype = amp_dtype_for(cfg.amp, device)
     n = batch * (steps + warmup + 1)
     images = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     ctx = TrainContext(epoch=0, step=0, steps_per_epoch=steps + warmup + 1, total_epochs=1, device=device,
@@ -73,15 +75,20 @@ def bench(method_name: str, backbone: str, device: torch.device, batch: int, ste
     method.on_train_start(ctx)
     method.on_epoch_start(ctx)
     optimizer = build_optimizer(cfg.optimizer, method.parameter_groups(cfg.weight_decay), lr=1e-4)
-    model = _StepModule(method)
-    model.step_ctx = ctx
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    model = StepModule(method)
+    schedules = Schedules.build(method, lr=1e-4, min_lr=1e-6, warmup_epochs=0, weight_decay=0.04,
+                                weight_decay_end=0.04, epochs=1, steps_per_epoch=steps + warmup + 1)
 
     def step(i: int) -> None:
-        idx = torch.arange(i * batch, (i + 1) * batch)
-        batch_t = torch.from_numpy(images[i * batch:(i + 1) * batch]).to(device)
-        train_step(model, method, optimizer, None, ctx, batch_t, idx.to(device), lr=1e-4, wd=0.04,
-                   clip_grad=cfg.clip_grad)
-        ctx.step += 1
+        state = schedules.state(0, i)
+        raw = {"images": torch.from_numpy(images[i * batch:(i + 1) * batch]).to(device),
+               "index": torch.arange(i * batch, (i + 1) * batch, device=device)}
+        with torch.no_grad(), autocast(device, amp_dtype):
+            collated = method.collate(raw, state)
+        with autocast(device, amp_dtype):
+            loss, _ = model(collated, state)
+        optimizer_step(method, optimizer, None, loss, state, clip_grad=cfg.clip_grad, params=params)
 
     with FlopCounterMode(display=False) as counter:
         step(0)
@@ -147,7 +154,7 @@ def main() -> int:
         f"Date: {datetime.date.today().isoformat()}  ",
         f"Reference: float32 {n}x{n} matmul reaches {peak / 1e9:.1f} GFLOP/s on this machine in the same run.",
         "",
-        "Step = the loop's `train_step` (forward on every multi-crop view, backward, clipping, AdamW, EMA "
+        "Step = the loop's step (collate, forward on every multi-crop view, backward, per-parameter clipping, AdamW, EMA "
         "teacher update for DINO) on a batch of 32x32 uint8 images; FLOPs counted by `FlopCounterMode` "
         "(matmuls/convolutions, forward + backward).",
         "",
