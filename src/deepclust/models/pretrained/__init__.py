@@ -42,13 +42,6 @@ SUPPORTED_TYPES = ("dinov2", "dinov2_with_registers", "clip")
 _LOADED: dict[tuple[str, str, bool], tuple[nn.Module, Any]] = {}
 
 
-def is_pretrained_spec(spec: object) -> bool:
-    """``hf:<id or dir>`` or a local Hugging Face folder (config.json with a model_type)."""
-    if not isinstance(spec, str):
-        return False
-    return spec.startswith("hf:") or is_hf_model_dir(spec)
-
-
 def _processor_for(model_dir: Path, image_size: int) -> ImagePreprocess:
     cfg_path = model_dir / "preprocessor_config.json"
     if cfg_path.is_file():
@@ -161,5 +154,5 @@ def require_clip(encoder: object, spec: str) -> ClipEncoder:
 
 
 __all__ = ["POOLINGS", "PretrainedEncoder", "Dinov2Encoder", "ClipEncoder", "ImagePreprocess",
-           "load_pretrained", "load_clip", "require_clip", "is_pretrained_spec", "is_hf_model_dir",
+           "load_pretrained", "load_clip", "require_clip", "is_hf_model_dir",
            "resolve_model_dir"]
