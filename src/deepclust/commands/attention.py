@@ -28,7 +28,8 @@ def register(subparsers) -> None:
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="SOURCE", help="folder, .npz file, 'digits' or a known data set")
-    p.add_argument("--model", required=True, metavar="hf:ID|DIR", help="ViT model: hf:<id or dir> or a run directory")
+    p.add_argument("--model", required=True, metavar="hf:ID|DIR",
+                   help="ViT model: hf:<id or dir>, a HF folder or a run directory")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--mass", type=float, default=0.6, help="attention mass kept by the mask, in (0, 1] (default: 0.6)")
     p.add_argument("--limit", type=int, default=32, metavar="N", help="at most N images, the first ones (default: 32)")

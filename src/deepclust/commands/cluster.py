@@ -24,7 +24,9 @@ Example:
   deepclust cluster digits --k 10 --features pca --out runs/digits
   deepclust cluster photos/ --k 20 --model runs/dino-photos --balanced --out runs/photos-dino
   deepclust cluster photos/ --k 10 --model hf:facebook/dinov2-small \\
-      --namer hf:openai/clip-vit-base-patch32 --vocab common --out runs/photos-named"""
+      --namer hf:openai/clip-vit-base-patch32 --vocab common --out runs/photos-named
+  deepclust cluster photos/ --k 10 --model ./dinov2-small --attention --out runs/photos-attn
+      (./dinov2-small: a folder written by save_pretrained or `hf download --local-dir`)"""
 
 
 def register(subparsers) -> None:
@@ -41,7 +43,8 @@ def register(subparsers) -> None:
     p.add_argument("--features", choices=["raw", "pca"], default="raw",
                    help="pixel features when no --model is given (default: raw)")
     p.add_argument("--model", metavar="DIR|hf:ID", default=None,
-                   help="embed with a trained run directory or a pretrained model (overrides --features)")
+                   help="embed with a trained run directory, a pretrained model hf:<id or dir>, or a "
+                        "Hugging Face model folder (no prefix needed); overrides --features")
     p.add_argument("--pca-dim", type=int, default=None, metavar="D",
                    help="dimensions kept by --features pca (default: 50)")
     p.add_argument("--whiten", type=int, default=None, metavar="D", dest="whiten_dim",
@@ -54,8 +57,9 @@ def register(subparsers) -> None:
                    help="k-means restarts; the best is kept (default: 10)")
     p.add_argument("--balanced", action="store_true",
                    help="force clusters of near-equal size (Sinkhorn assignment to the centroids)")
-    p.add_argument("--namer", metavar="hf:ID", default=None,
-                   help="name each cluster with a CLIP model, e.g. hf:openai/clip-vit-base-patch32")
+    p.add_argument("--namer", metavar="hf:ID|DIR", default=None,
+                   help="name each cluster with a CLIP model, e.g. hf:openai/clip-vit-base-patch32 (the same "
+                        "CLIP as --model reuses its embeddings)")
     p.add_argument("--vocab", metavar="NAME|FILE", default=None,
                    help="names to choose from with --namer: cifar10, cifar100, common (default), "
                         "a text file with one name per line, or 'cat,dog,car'")

@@ -15,7 +15,7 @@ Evaluate the frozen features of a model on a labelled train/test pair:
   few-shot   N-way K-shot nearest-prototype episodes on the test features (mean and 95% CI)
 
 --model is anything `deepclust cluster` accepts: raw, pca, a trained run directory,
-or a pretrained model hf:<id or dir>. Both sources need class sub-folders (or labels).
+a pretrained model hf:<id or dir> or a Hugging Face model folder. Both sources need class sub-folders (or labels).
 Writes DIR/metrics.json and prints a table."""
 
 EPILOG = """\
@@ -30,7 +30,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="k-NN / linear-probe / few-shot accuracy of frozen features",
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, metavar="SPEC", help="raw, pca, a run directory or hf:<id or dir>")
+    p.add_argument("--model", required=True, metavar="SPEC",
+                   help="raw, pca, a run directory, hf:<id or dir> or a HF folder")
     p.add_argument("--train", required=True, metavar="SOURCE", help="labelled training images")
     p.add_argument("--test", required=True, metavar="SOURCE", help="labelled test images")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
