@@ -232,7 +232,7 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
 
         if not isinstance(model, LoadedModel):
             model = load_model(model, device=self.device, image_size=int(store.images.shape[1]),
-                               seed=int(self.random_state))
+                               pca_dim=min(50, len(store.images) - 1), seed=int(self.random_state))
         result = cluster_store(store, k=int(self.k), out_dir=out_dir if out_dir is not None else model.spec,
                                model=model, seed=int(self.random_state), n_init=int(self.n_init),
                                spherical=self.spherical, balanced=bool(self.balanced),
