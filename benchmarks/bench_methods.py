@@ -2,9 +2,9 @@
 
 For every recipe: train with the one loop (deepclust.train.loop.train), embed the images
 with the trained method, k-means (k = cfg.k, 10 restarts) on the L2-normalised embeddings
-and on their 24-d PCA-whitened version (what DeepClusterer does) -> ACC / NMI / ARI, k-NN accuracy (k=20, cosine, 80/20 split), the method's
-own k-way head when it has one, epochs, wall time and training images/s. The raw-pixel
-k-means baseline is measured on the same data. Writes a Markdown table.
+and on their 24-d PCA-whitened version (what DeepClusterer does) -> ACC / NMI / ARI, k-NN
+accuracy (k=20, cosine, 80/20 split), the method's own k-way head when it has one, epochs,
+wall time and training images/s. The raw-pixel k-means baseline is measured on the same data. Writes a Markdown table.
 
     python benchmarks/bench_methods.py                       # the three digits recipes
     python benchmarks/bench_methods.py --recipes cifar10_dino --data cifar10:test
@@ -26,12 +26,12 @@ import torch
 
 from deepclust.cluster import kmeans, l2_normalize
 from deepclust.data.store import load_images
-from deepclust.evaluate.knn import knn_accuracy
 from deepclust.estimator import Whitener
+from deepclust.evaluate.knn import knn_accuracy
 from deepclust.evaluate.metrics import clustering_metrics
+from deepclust.models.encoder import embed_with_head
 from deepclust.train.builder import build_method_from_config
 from deepclust.train.config import TrainConfig
-from deepclust.models.encoder import embed_with_head
 from deepclust.train.loop import train
 
 DEFAULT_RECIPES = ["digits_deepcluster", "digits_swav", "digits_dino"]
@@ -139,7 +139,8 @@ def main() -> None:
                             first.k)
     command = "python benchmarks/bench_methods.py " + " ".join(
         ["--recipes", *args.recipes] + (["--data", args.data] if args.data else [])
-        + (["--seeds", *map(str, args.seeds)] if args.seeds != [None] else []) + sum((["--set", s] for s in args.sets), []))
+        + (["--seeds", *map(str, args.seeds)] if args.seeds != [None] else [])
+        + sum((["--set", s] for s in args.sets), []))
     table = to_markdown(results, baseline, command.strip(), args.threads)
     print(table)
     if args.out:

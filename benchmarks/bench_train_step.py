@@ -154,11 +154,12 @@ def main() -> int:
         f"Date: {datetime.date.today().isoformat()}  ",
         f"Reference: float32 {n}x{n} matmul reaches {peak / 1e9:.1f} GFLOP/s on this machine in the same run.",
         "",
-        "Step = the loop's step (collate, forward on every multi-crop view, backward, per-parameter clipping, AdamW, EMA "
-        "teacher update for DINO) on a batch of 32x32 uint8 images; FLOPs counted by `FlopCounterMode` "
+        "Step = the loop's step (collate, forward on every multi-crop view, backward, per-parameter clipping, "
+        "AdamW, EMA teacher update for DINO) on a batch of 32x32 uint8 images; FLOPs counted by `FlopCounterMode` "
         "(matmuls/convolutions, forward + backward).",
         "",
-        "| method | backbone | batch | views | amp | images/s | GFLOP/step | achieved GFLOP/s | % of fp32 matmul | time in augmentation |",
+        "| method | backbone | batch | views | amp | images/s | GFLOP/step | achieved GFLOP/s "
+        "| % of fp32 matmul | time in augmentation |",
         "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from deepclust.core.ema import ema_update_
 from deepclust.errors import CollapseError, DeepclustError
 from deepclust.train.config import TrainConfig, resolve_config_path
-from deepclust.core.ema import ema_update_
 from deepclust.train.monitor import check_collapse, collapse_stats
 from deepclust.train.optim import LARS, build_optimizer, set_step_hyperparameters
 
@@ -106,7 +106,8 @@ def test_collapse_stats_on_spread_and_collapsed_embeddings():
     with pytest.warns(RuntimeWarning, match="may be collapsing"):
         check_collapse(collapse_stats(spread[:50], weak, k=4), epoch=0, k=4)
     # uniform soft assignments: entropy log k
-    assert collapse_stats(spread[:50], rng.normal(size=(50, 4)) * 1e-3, k=4).entropy == pytest.approx(math.log(4), abs=1e-4)
+    uniform = collapse_stats(spread[:50], rng.normal(size=(50, 4)) * 1e-3, k=4)
+    assert uniform.entropy == pytest.approx(math.log(4), abs=1e-4)
 
 
 def test_collapse_warns_when_few_clusters_are_used():

@@ -97,7 +97,7 @@ def _split(points: np.ndarray, c: np.ndarray, rng: np.random.Generator) -> np.nd
     """Boolean mask of the donor's points that move to the new cluster: the nearer of
     ``c + e`` / ``c - e``; when that separates nothing, the group of points identical to the
     one leaning most towards ``c + e`` (never the whole donor: it has two distinct points)."""
-    direction = rng.standard_normal(points.shape[1]).astype(np.float32)
+    direction = np.asarray(rng.standard_normal(points.shape[1]), dtype=np.float32)
     direction /= np.linalg.norm(direction) + 1e-12
     spread = float(np.sqrt(((points - c) ** 2).sum(axis=1).mean())) + float(np.linalg.norm(c))
     eps = direction * (_RELATIVE_EPS * spread + 1e-6)

@@ -111,7 +111,10 @@ class Sobel(nn.Module):
     Removing colour keeps k-means from clustering on colour alone.
     """
 
-    def __init__(self):
+    gray_weight: torch.Tensor
+    sobel_weight: torch.Tensor
+
+    def __init__(self) -> None:
         super().__init__()
         gray = torch.full((1, 3, 1, 1), 1.0 / 3.0)
         sobel = torch.tensor([[[[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]],
@@ -142,6 +145,12 @@ def _per_view(value: float | Sequence[float], n: int, name: str) -> list[float]:
     if not values or any(not 0.0 <= v <= 1.0 for v in values):
         raise ViewConfigError(f"{name} must be probabilities in [0, 1], got {value!r}")
     return [values[min(i, len(values) - 1)] for i in range(n)]
+
+
+def _pair(values: Sequence[float], name: str) -> tuple[float, float]:
+    if len(values) != 2:
+        raise ViewConfigError(f"{name} must be 2 numbers (low, high), got {values!r}")
+    return float(values[0]), float(values[1])
 
 
 def _check_scale(scale: Sequence[float], name: str) -> tuple[float, float]:
@@ -201,10 +210,10 @@ class MultiCropAugment:
         self.global_size, self.local_size = global_size, local_size
         self.mean, self.std = resolve_normalization(mean, std)
         self.sobel = Sobel() if sobel else None
-        common = dict(flip=flip, color_jitter=color_jitter, color_jitter_p=color_jitter_p,
-                      grayscale_p=_per_view(grayscale_p, 1, "grayscale_p")[0],
-                      blur_kernel=blur_kernel, blur_sigma=tuple(blur_sigma),
-                      ratio=tuple(float(r) for r in ratio))
+        common: dict[str, Any] = dict(flip=flip, color_jitter=color_jitter, color_jitter_p=color_jitter_p,
+                                      grayscale_p=_per_view(grayscale_p, 1, "grayscale_p")[0],
+                                      blur_kernel=blur_kernel, blur_sigma=_pair(blur_sigma, "blur_sigma"),
+                                      ratio=_pair(ratio, "ratio"))
         g_blur = _per_view(blur_p, n_global, "blur_p")
         g_sol = _per_view(solarize_p, n_global, "solarize_p")
         l_blur = _per_view(local_blur_p, max(n_local, 1), "local_blur_p")
@@ -219,15 +228,17 @@ class MultiCropAugment:
     @staticmethod
     def _pipeline(size: int, scale: tuple[float, float], blur_p: float, solarize_p: float, *,
                   flip: bool, color_jitter: Sequence[float] | None, color_jitter_p: float,
-                  grayscale_p: float, blur_kernel: int | str, blur_sigma: tuple[float, ...],
-                  ratio: tuple[float, ...]) -> nn.Sequential:
+                  grayscale_p: float, blur_kernel: int | str, blur_sigma: tuple[float, float],
+                  ratio: tuple[float, float]) -> nn.Sequential:
         # "slice" crops each image then resizes: 2x faster than kornia's affine warp here.
         steps: list[nn.Module] = [K.RandomResizedCrop((size, size), scale=scale, ratio=ratio,
                                                       cropping_mode="slice")]
         if flip:
             steps.append(K.RandomHorizontalFlip(p=0.5))
         if color_jitter is not None and color_jitter_p > 0 and any(color_jitter):
-            steps.append(K.ColorJitter(*color_jitter, p=_per_view(color_jitter_p, 1, "color_jitter_p")[0]))
+            brightness, contrast, saturation, hue = (float(v) for v in color_jitter)
+            steps.append(K.ColorJitter(brightness, contrast, saturation, hue,
+                                       p=_per_view(color_jitter_p, 1, "color_jitter_p")[0]))
         if grayscale_p > 0:
             steps.append(K.RandomGrayscale(p=grayscale_p))
         kernel = blur_kernel_size(size) if blur_kernel == "auto" else int(blur_kernel)
@@ -241,14 +252,14 @@ class MultiCropAugment:
         return nn.Sequential(*steps)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "MultiCropAugment":
+    def from_config(cls, config: Mapping[str, Any]) -> MultiCropAugment:
         """Build from a recipe dict (YAML lists become tuples); unknown keys are an error."""
         import inspect
         valid = set(inspect.signature(cls.__init__).parameters) - {"self"}
         unknown = sorted(set(config) - valid)
         if unknown:
             raise ViewConfigError(f"unknown augmentation option(s) {unknown}; valid: {sorted(valid)}")
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
         return cls(**kwargs)
 
     @property

@@ -142,7 +142,8 @@ class Method(nn.Module):
     def parameter_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """Biases and norm parameters get no weight decay (as in DINO/SwAV); teachers are
         excluded because they are not trained by gradients."""
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue

@@ -93,6 +93,7 @@ class DeepCluster(Method):
 
     name = "deepcluster"
     Config = DeepClusterConfig
+    class_weights: torch.Tensor
 
     def __init__(self, backbone: torch.nn.Module, config: DeepClusterConfig | None = None, *,
                  k: int = 10, img_size: int = 32, **overrides: Any):

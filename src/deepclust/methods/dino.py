@@ -31,8 +31,15 @@ from torch import nn
 
 from deepclust.losses.dino import DINOLoss
 from deepclust.methods.base import Method, StepOutput, StepState, TeacherSchedule
-from deepclust.methods.common import (MethodConfigError, as_encoder, build_views, check_backbone,
-                                      default_local_size, forward_by_resolution, patch_size_of)
+from deepclust.methods.common import (
+    MethodConfigError,
+    as_encoder,
+    build_views,
+    check_backbone,
+    default_local_size,
+    forward_by_resolution,
+    patch_size_of,
+)
 from deepclust.methods.config import TypedConfig
 from deepclust.models.encoder import Encoder
 from deepclust.models.heads import DINOHead
@@ -145,7 +152,8 @@ class DINO(Method):
     # --- inference ------------------------------------------------------------------
     def encoder(self) -> Encoder:
         """The teacher backbone (DINO evaluates the teacher)."""
-        teacher: Encoder = self.teacher_backbone
+        teacher = self.teacher_backbone
+        assert isinstance(teacher, Encoder)
         return teacher
 
     def cluster_head(self) -> nn.Module | None:

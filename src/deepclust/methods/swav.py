@@ -27,8 +27,15 @@ from torch.nn import functional as F
 
 from deepclust.losses.swav import SwAVLoss
 from deepclust.methods.base import Method, StepOutput, StepState
-from deepclust.methods.common import (MethodConfigError, as_encoder, build_views, check_backbone,
-                                      default_local_size, forward_by_resolution, patch_size_of)
+from deepclust.methods.common import (
+    MethodConfigError,
+    as_encoder,
+    build_views,
+    check_backbone,
+    default_local_size,
+    forward_by_resolution,
+    patch_size_of,
+)
 from deepclust.methods.config import TypedConfig
 from deepclust.models.heads import MLPProjector, Prototypes
 
@@ -73,6 +80,7 @@ class SwAV(Method):
 
     name = "swav"
     Config = SwAVConfig
+    queue: torch.Tensor
 
     def __init__(self, backbone: nn.Module, config: SwAVConfig | None = None, *, k: int = 10,
                  img_size: int = 32, **overrides: Any):

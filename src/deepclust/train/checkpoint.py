@@ -100,7 +100,7 @@ def _unb64(s: str) -> torch.Tensor:
 
 def get_rng_states() -> dict[str, Any]:
     """Python, numpy (global) and torch (CPU + every CUDA device) RNG states, JSON-able."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     py_state = random.getstate()
     out = {
         "python": [py_state[0], list(py_state[1]), py_state[2]],
@@ -129,7 +129,8 @@ def model_tensors(method: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dic
     """method.state_dict() plus method.state_extra(): tensors, and the JSON-able rest."""
     tensors = dict(method.state_dict())
     json_extra: dict[str, Any] = {}
-    extra = method.state_extra() if hasattr(method, "state_extra") else {}
+    state_extra = getattr(method, "state_extra", None)
+    extra: dict[str, Any] = state_extra() if callable(state_extra) else {}
     for key, value in extra.items():
         if isinstance(value, torch.Tensor):
             tensors[EXTRA_PREFIX + key] = value
@@ -151,8 +152,9 @@ def load_model_tensors(method: torch.nn.Module, path: Path, json_extra: dict[str
             f"{path} does not match the {type(method).__name__} built from config.json "
             f"(missing {missing[:5]}, unexpected {unexpected[:5]}): was the run made with another version?"
         )
-    if extra and hasattr(method, "load_state_extra"):
-        method.load_state_extra(extra)
+    load_extra = getattr(method, "load_state_extra", None)
+    if extra and callable(load_extra):
+        load_extra(extra)
 
 
 def save_checkpoint(

@@ -42,7 +42,8 @@ class TrainConfig:
     backbone: str = "small_cnn"
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     k: int = 10                            # number of clusters (heads, k-means, metrics)
-    cluster_whiten_dim: int = 0            # final k-means on embeddings PCA-whitened to this many dims (0: L2 only); see deepclust.cluster.whiten
+    # final k-means on embeddings PCA-whitened to this many dims (0: L2 only); see deepclust.cluster.whiten
+    cluster_whiten_dim: int = 0
     # data
     data: str = ""                         # source spec for deepclust.data.store.load_images
     image_size: int = 32                   # working size S of the store
@@ -63,7 +64,7 @@ class TrainConfig:
     # runtime
     seed: int = 0
     device: str = "auto"                   # auto | cpu | cuda
-    num_workers: int = 1                   # >0: a background thread prefetches 2*num_workers batches; 0: load in the loop
+    num_workers: int = 1                   # >0: a thread prefetches 2*num_workers batches; 0: load in the loop
     # CPU threads for torch during the run (0: torch's default, all cores). Tiny models on
     # 8-16 px images run faster on 1: each op is too small to split, and a second thread
     # contends with anything else on the machine (digits: 23 s on 1 thread, 200 s on 2 with
@@ -121,7 +122,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -133,7 +134,7 @@ class TrainConfig:
 
     @classmethod
     def load(cls, recipe: str | Path | None = None, overrides: dict[str, Any] | None = None,
-             sets: list[str] | None = None) -> "TrainConfig":
+             sets: list[str] | None = None) -> TrainConfig:
         """Defaults <- YAML recipe (path or bare name in configs/) <- overrides <- `key=value` sets."""
         d = cls().to_dict()
         if recipe:
@@ -190,5 +191,6 @@ def resolve_config_path(recipe: str | Path) -> Path:
             return d / name
     available = sorted({p.stem for d in config_dirs() for p in d.glob("*.yaml")})
     raise DeepclustError(
-        f"config {str(recipe)!r} not found: give a YAML path or one of: {', '.join(available) or '(no recipes installed)'}"
+        f"config {str(recipe)!r} not found: give a YAML path or one of: "
+        f"{', '.join(available) or '(no recipes installed)'}"
     )

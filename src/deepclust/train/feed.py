@@ -4,15 +4,15 @@ The loop hands over the epoch's index order as a (steps, batch) array; a backgro
 thread gathers `images[idx]` (numpy fancy indexing on the memmap), wraps it as a torch
 uint8 tensor (pinned when the target is CUDA) and queues a few batches ahead, so reading
 overlaps the training step. Each batch is a dict ``{"images": uint8 (B, S, S, 3),
-"index": int64 (B,)}`` on the device, the input of a method's ``collate``. The order is fixed in advance, so prefetching never changes
-what is trained on.
+"index": int64 (B,)}`` on the device, the input of a method's ``collate``. The order is
+fixed in advance, so prefetching never changes what is trained on.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -20,9 +21,9 @@ class InterruptGuard:
     def __init__(self) -> None:
         self._deferring = False
         self._pending: int | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}
 
-    def install(self) -> "InterruptGuard":
+    def install(self) -> InterruptGuard:
         # signal handlers can only be set from the main thread (e.g. not inside a notebook worker thread)
         if threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:

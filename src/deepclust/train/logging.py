@@ -36,7 +36,8 @@ class RunLogger:
 
                 self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
             except ImportError:
-                warnings.warn("tensorboard is not installed (pip install 'deepclust[tensorboard]'); logging to log.csv only")
+                warnings.warn("tensorboard is not installed (pip install 'deepclust[tensorboard]'); "
+                              "logging to log.csv only", stacklevel=2)
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         self.rows.append(row)

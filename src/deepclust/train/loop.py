@@ -53,10 +53,24 @@ from deepclust.train.interrupts import InterruptGuard
 from deepclust.train.logging import RunLogger
 from deepclust.train.online_eval import OnlineEvaluator
 from deepclust.train.optim import build_optimizer
-from deepclust.train.setup import (check_store, embed_store_sharded, epoch_order, gather_rng, raise_if_collapsed,
-                                   seed_everything, warn_changed_settings, wrap_ddp)
-from deepclust.train.step import (NonFiniteLossError, Schedules, StepModule, check_finite, forget_optimizer_state,
-                                  optimizer_step)
+from deepclust.train.setup import (
+    check_store,
+    embed_store_sharded,
+    epoch_order,
+    gather_rng,
+    raise_if_collapsed,
+    seed_everything,
+    warn_changed_settings,
+    wrap_ddp,
+)
+from deepclust.train.step import (
+    NonFiniteLossError,
+    Schedules,
+    StepModule,
+    check_finite,
+    forget_optimizer_state,
+    optimizer_step,
+)
 
 log = logging.getLogger("deepclust.train")
 
@@ -208,7 +222,8 @@ def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
     if resume and state is None:
         log.warning("nothing to resume in %s (no complete checkpoint): starting a new run", out_dir)
     if not resume and (out_dir / ckpt.STATE_FILE).exists():
-        raise DeepclustError(f"{out_dir} already holds a training run: pass --resume to continue it or choose another --out")
+        raise DeepclustError(f"{out_dir} already holds a training run: pass --resume to continue it "
+                             "or choose another --out")
     if state:
         warn_changed_settings(out_dir, cfg, world, state)
 

@@ -9,12 +9,13 @@ subsample is the bank and the eval store the queries. Labels are never used for 
 from __future__ import annotations
 
 import logging
-import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from deepclust.evaluate.knn import knn_accuracy
 from deepclust.methods.base import Method
 from deepclust.models.encoder import embed_images, embed_with_head
 from deepclust.train.monitor import CollapseStats, collapse_stats
@@ -22,12 +23,41 @@ from deepclust.train.monitor import CollapseStats, collapse_stats
 log = logging.getLogger("deepclust.train")
 
 
-def _knn_fn():
-    try:
-        from deepclust.evaluate.knn import knn_accuracy
-    except ImportError:
+@dataclass
+class KnnSplit:
+    """Labelled bank and queries (indices into their own image arrays)."""
+
+    bank_images: np.ndarray
+    bank_idx: np.ndarray
+    bank_y: np.ndarray
+    query_images: np.ndarray
+    query_idx: np.ndarray
+    query_y: np.ndarray
+
+
+def knn_split(images: np.ndarray, labels: np.ndarray | None, eval_images: np.ndarray | None,
+              eval_labels: np.ndarray | None, sample: np.ndarray, eval_samples: int,
+              rng: np.random.Generator) -> KnnSplit | None:
+    """The store's labelled subsample as the bank and the eval store as queries; or, with
+    labels on one side only, a seeded 80/20 split of that side; None without labels."""
+    labelled = labels is not None and int((labels >= 0).sum()) > 1
+    if labelled and eval_images is not None and eval_labels is not None:
+        assert labels is not None
+        keep = labels[sample] >= 0
+        q = np.flatnonzero(eval_labels >= 0)
+        query_idx = np.sort(rng.choice(q, min(len(q), eval_samples), replace=False))
+        return KnnSplit(images, sample[keep], labels[sample][keep], eval_images, query_idx, eval_labels[query_idx])
+    if labelled:
+        src_images, src_labels = images, labels
+    elif eval_images is not None and eval_labels is not None:
+        src_images, src_labels = eval_images, eval_labels
+    else:
         return None
-    return knn_accuracy
+    assert src_labels is not None
+    keep = rng.permutation(np.flatnonzero(src_labels >= 0))[:eval_samples]
+    cut = int(round(0.8 * len(keep)))
+    bank_idx, query_idx = np.sort(keep[:cut]), np.sort(keep[cut:])
+    return KnnSplit(src_images, bank_idx, src_labels[bank_idx], src_images, query_idx, src_labels[query_idx])
 
 
 class OnlineEvaluator:
@@ -39,33 +69,13 @@ class OnlineEvaluator:
         self.device, self.batch_size, self.amp_dtype = device, batch_size, amp_dtype
         self.knn_k = knn_k
         rng = np.random.default_rng([seed, 7919])
-        labelled = labels is not None and (labels >= 0).sum() > 1
+        labelled = labels is not None and int((labels >= 0).sum()) > 1
         self.knn_every = knn_every if (labelled or eval_labels is not None) else 0
-        self.knn = _knn_fn() if self.knn_every else None
-        if self.knn_every and self.knn is None:
-            warnings.warn("deepclust.evaluate.knn is not available: online k-NN accuracy is skipped")
-            self.knn_every = 0
         n_sample = min(len(images), max(monitor_samples, eval_samples if self.knn_every else 0))
         self.sample = np.sort(rng.choice(len(images), n_sample, replace=False))
         self.n_monitor = min(monitor_samples, n_sample)
-        self.eval_images = eval_images
-        if self.knn_every:
-            if eval_images is not None and eval_labels is not None and labelled:
-                keep = labels[self.sample] >= 0
-                self.bank_idx, self.bank_y = self.sample[keep], labels[self.sample][keep]
-                q = np.flatnonzero(eval_labels >= 0)
-                self.query_idx = np.sort(rng.choice(q, min(len(q), eval_samples), replace=False))
-                self.query_y = eval_labels[self.query_idx]
-            else:
-                src_images, src_labels = (images, labels) if labelled else (eval_images, eval_labels)
-                self.eval_images = src_images
-                keep = np.flatnonzero(src_labels >= 0)
-                keep = rng.permutation(keep)[: min(len(keep), eval_samples)]
-                cut = int(round(0.8 * len(keep)))
-                self.bank_idx, self.query_idx = np.sort(keep[:cut]), np.sort(keep[cut:])
-                self.bank_y, self.query_y = src_labels[self.bank_idx], src_labels[self.query_idx]
-                # bank features come from `src_images`: when that is the eval store, embed from it
-                self._bank_from_eval = src_images is not images
+        self.split = (knn_split(images, labels, eval_images, eval_labels, self.sample, eval_samples, rng)
+                      if self.knn_every else None)
 
     def __call__(self, method: Method, epoch: int) -> tuple[CollapseStats, dict[str, Any]]:
         emb, logits = embed_with_head(method.encoder(), self.images, device=self.device, batch_size=self.batch_size,
@@ -73,14 +83,14 @@ class OnlineEvaluator:
                                       amp_dtype=self.amp_dtype)
         stats = collapse_stats(emb, logits, k=self.k, seed=self.seed + epoch)
         row: dict[str, Any] = stats.as_log()
-        if self.knn_every and (epoch + 1) % self.knn_every == 0:
-            row["knn_acc"] = self.knn_accuracy(method)
+        if self.split is not None and self.knn_every and (epoch + 1) % self.knn_every == 0:
+            row["knn_acc"] = self.knn_accuracy(method, self.split)
         return stats, row
 
-    def knn_accuracy(self, method: Method) -> float:
-        bank_images = self.eval_images if getattr(self, "_bank_from_eval", False) else self.images
-        common = dict(device=self.device, batch_size=self.batch_size, amp_dtype=self.amp_dtype)
+    def knn_accuracy(self, method: Method, split: KnnSplit) -> float:
         encoder = method.encoder()
-        bank = embed_images(encoder, bank_images, indices=self.bank_idx, **common)
-        queries = embed_images(encoder, self.eval_images, indices=self.query_idx, **common)
-        return float(self.knn(bank, self.bank_y, queries, self.query_y, k=min(self.knn_k, len(bank)), T=0.07))
+        bank = embed_images(encoder, split.bank_images, indices=split.bank_idx, device=self.device,
+                            batch_size=self.batch_size, amp_dtype=self.amp_dtype)
+        queries = embed_images(encoder, split.query_images, indices=split.query_idx, device=self.device,
+                               batch_size=self.batch_size, amp_dtype=self.amp_dtype)
+        return float(knn_accuracy(bank, split.bank_y, queries, split.query_y, k=min(self.knn_k, len(bank)), T=0.07))

@@ -79,7 +79,8 @@ def wrap_ddp(model: nn.Module, method: Method, device: torch.device) -> nn.Modul
     """DistributedDataParallel without per-forward buffer broadcasts (queues are per process;
     methods synchronise shared statistics such as DINO's center themselves)."""
     params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
-    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    no_sync: dict[str, Any] = ({"forward_sync_buffers": False} if "forward_sync_buffers" in params
+                               else {"broadcast_buffers": False})
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=method.ddp_find_unused_parameters, **no_sync)

@@ -49,7 +49,7 @@ class Schedules:
 
     @classmethod
     def build(cls, method: Method, *, lr: float, min_lr: float, warmup_epochs: float, weight_decay: float,
-              weight_decay_end: float, epochs: int, steps_per_epoch: int) -> "Schedules":
+              weight_decay_end: float, epochs: int, steps_per_epoch: int) -> Schedules:
         total = epochs * steps_per_epoch
         teacher = method.teacher_schedule()
         if teacher is None:

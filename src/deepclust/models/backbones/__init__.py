@@ -100,7 +100,7 @@ def build_backbone(name: str, *, in_chans: int = 3, img_size: int = 32,
             f"{sorted(accepted - {'in_chans', 'img_size', 'channels_last'})}")
     model = builder(in_chans=in_chans, img_size=img_size, channels_last=channels_last, **kw)
     if channels_last and not isinstance(model, VisionTransformer):
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model
 
 
