@@ -85,6 +85,8 @@ def cluster_source(source: str, *, k: int, out_dir: str | Path, features: str = 
     from deepclust.features.load import DEFAULT_MAX_SIZE
 
     check_k(k)  # fail before minutes of decoding, not after
+    if isinstance(model, str) and model in PIXEL_FEATURES:
+        features, model = model, None  # `--model raw` means the pixel features
     if attention and not model:
         raise DeepclustError("attention maps need a ViT model: pass --model hf:<id> or a run trained "
                              "with a vit_* backbone (raw/pca features have no attention)")
@@ -110,11 +112,25 @@ def _load_namer(namer: Any, model: Any, loaded: LoadedModel | None, device: str)
         return namer
     from deepclust.models.pretrained import require_clip
 
-    if loaded is not None and isinstance(model, str) and namer == model:
+    if loaded is not None and _same_model(namer, loaded):
         require_clip(loaded.encoder, namer)  # fail now, not after the clustering
         return loaded
-
     return require_clip(load_model(namer, device=device).encoder, namer)
+
+
+def _same_model(spec: str, loaded: LoadedModel) -> bool:
+    """``spec`` names the files ``loaded`` came from (``hf:DIR`` and ``DIR`` are the same model)."""
+    if spec == loaded.spec:
+        return True
+    model_dir = getattr(loaded.encoder, "model_dir", None)
+    if loaded.kind != "hf" or model_dir is None:
+        return False
+    from deepclust.models.pretrained import resolve_model_dir
+
+    try:
+        return resolve_model_dir(spec).resolve() == Path(model_dir).resolve()
+    except DeepclustError:
+        return False
 
 
 def cluster_store(
@@ -214,9 +230,10 @@ def _names(namer: Any, loaded: LoadedModel, store: Any, labels: np.ndarray, x: n
     from deepclust.naming import name_clusters
 
     if isinstance(namer, str):
-        namer = loaded if namer == loaded.spec else require_clip(load_model(namer).encoder, namer)
-    reuse = isinstance(namer, LoadedModel) or namer is loaded.encoder
-    clip = require_clip(loaded.encoder if reuse else namer, getattr(namer, "spec", str(namer)))
+        namer = loaded if _same_model(namer, loaded) else load_model(namer)
+    reuse = namer is loaded or namer is loaded.encoder
+    encoder = namer.encoder if isinstance(namer, LoadedModel) else namer
+    clip = require_clip(encoder, str(getattr(namer, "spec", None) or getattr(encoder, "name", encoder)))
     log.info("naming clusters with %s (vocabulary: %s)", clip.name, vocab)
     if reuse and isinstance(clip, ClipEncoder) and clip.pooling == "cls":
         return name_clusters(clip, store.images, labels, vocab, top_n=3, image_embeds=x, progress=progress)

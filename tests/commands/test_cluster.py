@@ -309,3 +309,13 @@ def test_a_different_namer_embeds_once_with_itself(colour_folder, tmp_path, tiny
     assert counted["load_model"] == [str(tiny_dinov2_dir), f"hf:{tiny_clip_dir}"]
     assert len(counted["from_pretrained"]) == 2
     assert counted["dinov2_images"] == len(good) and counted["clip_images"] == len(good)
+
+
+def test_the_same_clip_spelt_with_and_without_hf_is_one_model(colour_folder, tmp_path, tiny_clip_dir, counted):
+    root, good, _ = colour_folder
+    assert main(["cluster", str(root), "--k", "3", "--model", str(tiny_clip_dir), "--namer", f"hf:{tiny_clip_dir}",
+                 "--vocab", "red,green,blue", "--out", str(tmp_path / "spelt"), "--no-report", "--quiet"]) == 0
+    assert counted["load_model"] == [str(tiny_clip_dir)] and counted["clip_images"] == len(good)
+    assert main(["cluster", str(root), "--k", "3", "--model", "raw", "--out", str(tmp_path / "raw"),
+                 "--no-report", "--quiet"]) == 0  # `--model raw` is the pixel features
+    assert json.loads((tmp_path / "raw" / "metrics.json").read_text())["features"] == "raw"
