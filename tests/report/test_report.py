@@ -154,9 +154,11 @@ def test_report_structure_with_labels_and_embeddings(tmp_path):
     assert all_imgs and all(img.attrs["src"].startswith("data:image/png;base64,") for img in all_imgs)
     assert not root.find_all("link") and not root.find_all("script")
 
-    for element_id in ("plot-sizes", "plot-confusion", "plot-map-clusters", "plot-map-classes", "plot-training", "metrics"):
+    for element_id in ("plot-sizes", "plot-confusion", "plot-map-clusters", "plot-map-classes", "plot-training",
+                       "metrics"):
         assert root.by_id(element_id) is not None, element_id
-    metric_cells = {r.find_all("th")[0].text: r.find_all("td")[0].text for r in root.by_id("metrics").find_all("tr")[1:]}
+    metric_rows = root.by_id("metrics").find_all("tr")[1:]
+    metric_cells = {r.find_all("th")[0].text: r.find_all("td")[0].text for r in metric_rows}
     assert metric_cells == {"acc": "0.9000", "nmi": "0.8123", "ari": "0.7000"}
     skipped = root.by_id("skipped")
     assert "1 skipped" in skipped.find_all("summary")[0].text
@@ -240,7 +242,8 @@ def test_extras_caps_and_validation(tmp_path):
     assert [len(thumbs_of(s)) for s in cluster_sections(root)] == [4, 4, 4]
 
     with pytest.raises(DataError, match="PNG"):
-        write_report(tmp_path, images=images, labels_pred=labels_pred, paths=paths, cluster_extras={0: [("x", b"GIF89a")]})
+        write_report(tmp_path, images=images, labels_pred=labels_pred, paths=paths,
+                     cluster_extras={0: [("x", b"GIF89a")]})
     with pytest.raises(DataError, match="paths"):
         write_report(tmp_path, images=images, labels_pred=labels_pred, paths=paths[:-1])
     with pytest.raises(DataError, match="embeddings"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def assign_to_centroids(x: np.ndarray, centroids: np.ndarray, *, spherical: bool
     if faiss_available():
         import faiss
 
-        index = faiss.IndexFlatIP(x.shape[1]) if spherical else faiss.IndexFlatL2(x.shape[1])
+        index: Any = faiss.IndexFlatIP(x.shape[1]) if spherical else faiss.IndexFlatL2(x.shape[1])
         if _faiss_num_gpus() > 0:
             index = faiss.index_cpu_to_all_gpus(index)
         index.add(centroids)
