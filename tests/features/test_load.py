@@ -55,7 +55,8 @@ def test_hugging_face_folder_needs_no_prefix(request, fixture, cls, dim):
 
 
 def test_pretrained_encoder_is_an_nn_module_frozen_by_default_and_trainable(tiny_dinov2_dir):
-    encoder = load_pretrained(str(tiny_dinov2_dir), pooling="both", shared=False)
+    encoder = load_model(str(tiny_dinov2_dir), pooling="both", shared=False, device="cpu").encoder
+    assert encoder.model is not load_pretrained(str(tiny_dinov2_dir)).model  # a private copy
     assert encoder.embed_dim == 64 and not any(p.requires_grad for p in encoder.parameters())
     x = encoder.preprocess(torch.from_numpy(_store(2, 24).images))
     assert tuple(x.shape) == (2, 3, 32, 32)

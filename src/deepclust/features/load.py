@@ -133,6 +133,7 @@ def load_model(
     resolution: int | None = None,
     pca_dim: int = 50,
     seed: int = 0,
+    shared: bool = True,
 ) -> LoadedModel:
     """Load ``spec`` once (see the module doc).
 
@@ -142,6 +143,8 @@ def load_model(
         attentions: load Hugging Face models with eager attention (attention maps).
         pooling, resolution: Hugging Face models only (``cls``/``mean``/``both``; input size).
         pca_dim, seed: ``pca`` only.
+        shared: Hugging Face models: share the module already loaded in this process (False:
+            a private copy, e.g. to fine-tune it with ``encoder.requires_grad_(True)``).
     """
     kind = spec_kind(spec)
     dev = resolve_device(device)
@@ -158,7 +161,7 @@ def load_model(
         options = f"dim={pca_dim};whiten=True;seed={seed}" if kind == "pca" else ""
         return LoadedModel(text, kind, encoder.to(dev), identity=f"{kind}:{options}")
     if kind == "hf":
-        return _from_hf(text, dev, attentions, pooling or "cls", resolution)
+        return _from_hf(text, dev, attentions, pooling or "cls", resolution, shared)
     return _from_run(text, dev)
 
 
@@ -186,12 +189,12 @@ def _weights_stamp(folder: Path) -> str:
 
 
 def _from_hf(spec: str, device: torch.device, attentions: bool, pooling: str,
-             resolution: int | None) -> LoadedModel:
+             resolution: int | None, shared: bool) -> LoadedModel:
     from deepclust.models.pretrained import load_pretrained, resolve_model_dir
 
     model_dir = resolve_model_dir(spec)
     encoder = load_pretrained(spec, device=device, attentions=attentions, pooling=pooling,
-                              resolution=resolution)
+                              resolution=resolution, shared=shared)
     identity = f"hf:{model_dir.resolve()}:{_weights_stamp(model_dir)};pooling={pooling};resolution={resolution}"
     return LoadedModel(spec, "hf", encoder, identity=identity)
 
