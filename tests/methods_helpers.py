@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepclust.models.backbones import build_backbone
 from deepclust.methods.base import Method, StepOutput, StepState
 from deepclust.methods.state import TrainContext
+from deepclust.models.backbones import build_backbone
 
 SIDE = 8
 

@@ -24,11 +24,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from methods_helpers import COMBOS, ArrayStore, contract_config, contract_images, step_state
-
 from deepclust.models.encoder import embed_images
 from deepclust.train.builder import build_method_from_config
 from deepclust.train.loop import train
+from methods_helpers import COMBOS, ArrayStore, contract_config, contract_images, step_state
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 

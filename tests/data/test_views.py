@@ -8,8 +8,17 @@ from scipy import ndimage
 from torch import nn
 
 from deepclust.data.views import (
-    CIFAR10_MEAN, CIFAR10_STD, EvalTransform, MultiCropAugment, Sobel, ViewConfigError,
-    blur_kernel_size, normalize, resolve_normalization, to_float_tensor)
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    EvalTransform,
+    MultiCropAugment,
+    Sobel,
+    ViewConfigError,
+    blur_kernel_size,
+    normalize,
+    resolve_normalization,
+    to_float_tensor,
+)
 from deepclust.errors import DeepclustError
 
 torch.set_num_threads(1)

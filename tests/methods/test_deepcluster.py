@@ -11,10 +11,9 @@ import torch
 from deepclust.methods import build_method
 from deepclust.methods.common import MethodConfigError
 from deepclust.methods.deepcluster import pca_whiten, uniform_cluster_indices
-from deepclust.train.config import TrainConfig
 from deepclust.models.encoder import embed_images, embed_with_head
+from deepclust.train.config import TrainConfig
 from deepclust.train.loop import train
-
 from methods_helpers import GENTLE_VIEWS, ArrayStore, context, pattern_images, run_step, tiny_backbone
 
 torch.set_num_threads(1)

@@ -17,7 +17,6 @@ from deepclust.models.encoder import embed_images
 from deepclust.train.config import TrainConfig
 from deepclust.train.loop import train
 from deepclust.train.step import Schedules, optimizer_step
-
 from methods_helpers import GENTLE_VIEWS, ArrayStore, pattern_images, run_step, step_state, tiny_backbone
 
 torch.set_num_threads(1)

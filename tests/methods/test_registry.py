@@ -5,7 +5,6 @@ import pytest
 
 from deepclust.errors import DeepclustError
 from deepclust.methods import METHODS, build_method, get_method_class, method_in_chans
-
 from methods_helpers import tiny_backbone
 
 

@@ -8,11 +8,10 @@ import torch
 
 from deepclust.cluster import kmeans
 from deepclust.methods import build_method
-from deepclust.train.config import TrainConfig
 from deepclust.models.encoder import embed_images
+from deepclust.train.config import TrainConfig
 from deepclust.train.loop import train
 from deepclust.train.step import Schedules, optimizer_step
-
 from methods_helpers import GENTLE_VIEWS, ArrayStore, epoch_losses, pattern_images, run_step, step_state, tiny_backbone
 
 torch.set_num_threads(1)

@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from deepclust.models.backbones import (
-    BACKBONE_NAMES, ResNet, SmallCNN, UnknownBackboneError, VisionTransformer, build_backbone)
+    BACKBONE_NAMES,
+    ResNet,
+    SmallCNN,
+    UnknownBackboneError,
+    VisionTransformer,
+    build_backbone,
+)
 
 torch.set_num_threads(1)
 

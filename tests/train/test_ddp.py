@@ -13,9 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from toy_method import ToyMethod, toy_cfg, toy_store
-
 from deepclust.train.loop import train
+from toy_method import ToyMethod, toy_cfg, toy_store
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 CFG = dict(epochs=1, optimizer="sgd", lr=0.5, clip_grad=0.0, method="toy_method:make_toy",

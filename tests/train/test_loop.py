@@ -11,10 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from toy_method import ToyMethod, toy_cfg, toy_store
-
 from deepclust.errors import CollapseError, DeepclustError
 from deepclust.train.loop import NonFiniteLossError, train
+from toy_method import ToyMethod, toy_cfg, toy_store
 
 
 @pytest.fixture(autouse=True)

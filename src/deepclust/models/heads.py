@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -143,7 +142,7 @@ class Prototypes(nn.Module):
         return self.layer.weight
 
     @torch.no_grad()
-    def normalize_(self) -> "Prototypes":
+    def normalize_(self) -> Prototypes:
         """L2-normalise each prototype row in place (no autograd history)."""
         self.layer.weight.copy_(F.normalize(self.layer.weight, dim=1, p=2))
         return self

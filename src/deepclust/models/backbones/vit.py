@@ -16,7 +16,6 @@ in the normal forward; the explicit softmax path only runs when the weights are 
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 from torch.nn import functional as F
