@@ -29,8 +29,8 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import _thread
+import argparse
 import csv
 import json
 import os
@@ -43,14 +43,10 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from deepclust.cluster.kmeans import kmeans
 from deepclust.data.store import load_images
 from deepclust.evaluate.knn import knn_accuracy
 from deepclust.evaluate.metrics import clustering_metrics
-from deepclust.features import extract_features
-from deepclust.train.builder import load_trained_method
 from deepclust.train.config import TrainConfig
-from deepclust.train.embedding import embed_images
 from deepclust.train.loop import train
 
 
@@ -77,7 +73,8 @@ def train_with_budget(cfg: TrainConfig, store, out: Path, minutes: float | None,
 
     def watchdog() -> None:
         if not stop.wait(minutes * 60.0):
-            print(f"[bench] budget of {minutes} min spent: interrupting after the current epoch's checkpoint", flush=True)
+            print(f"[bench] budget of {minutes} min spent: interrupting after the current epoch's checkpoint",
+                  flush=True)
             _thread.interrupt_main(signal.SIGINT)
 
     if minutes:
@@ -94,19 +91,23 @@ def train_with_budget(cfg: TrainConfig, store, out: Path, minutes: float | None,
 
 
 def evaluate_run(run_dir: Path, train_store, test_store, k: int) -> dict[str, float | None]:
-    """Test-split clustering metrics, k-NN accuracy and head accuracy of a trained run."""
-    test_x = extract_features(test_store, str(run_dir), cache=False, progress=False)
-    train_x = extract_features(train_store, str(run_dir), cache=False, progress=False)
-    unit = test_x / np.maximum(np.linalg.norm(test_x, axis=1, keepdims=True), 1e-12)
-    km = kmeans(unit.astype(np.float32), k, n_init=10, seed=0)
+    """Test-split clustering metrics, k-NN accuracy and head accuracy of a trained run: the
+    run is loaded once and its test embeddings clustered by the one clustering function with
+    the run's own settings (`cluster_whiten_dim`), as `deepclust cluster --model RUN` does."""
+    from deepclust.cluster import cluster_embeddings
+    from deepclust.features import embed_store, load_model
+
+    loaded = load_model(str(run_dir), device="cpu")
+    test = embed_store(loaded, test_store, batch_size=512, cache=False, progress=False)
+    train_x = embed_store(loaded, train_store, batch_size=512, cache=False, progress=False).features
+    clustering = cluster_embeddings(test.features, k, spherical=loaded.spherical, whiten_dim=loaded.whiten_dim,
+                                    n_init=10, seed=0)
     result: dict[str, float | None] = {}
-    m = clustering_metrics(test_store.labels, km.labels)
+    m = clustering_metrics(test_store.labels, clustering.labels)
     result.update(acc=m["acc"], nmi=m["nmi"], ari=m["ari"])
-    result["knn_acc"] = knn_accuracy(train_x, train_store.labels, test_x, test_store.labels, k=20)
-    method, _ = load_trained_method(run_dir, device="cpu")
-    _, logits = embed_images(method, test_store.images, with_logits=True, batch_size=512)
-    if logits is not None:
-        hm = clustering_metrics(test_store.labels, logits.argmax(axis=1))
+    result["knn_acc"] = knn_accuracy(train_x, train_store.labels, test.features, test_store.labels, k=20)
+    if test.logits is not None:
+        hm = clustering_metrics(test_store.labels, test.logits.argmax(axis=1))
         result.update(head_acc=hm["acc"], head_nmi=hm["nmi"], head_ari=hm["ari"],
                       head_clusters_used=hm["n_clusters_used"])
     else:
@@ -149,7 +150,8 @@ def main() -> None:
             p.error("--epochs auto needs --minutes and --pilot-rate")
         epoch_s = len(store.images) / args.pilot_rate + args.epoch_overhead_s
         n = max(1, int(args.minutes * 60 // epoch_s))
-        print(f"[bench] {args.pilot_rate} img/s -> {epoch_s:.0f} s/epoch -> {n} epochs in {args.minutes} min", flush=True)
+        print(f"[bench] {args.pilot_rate} img/s -> {epoch_s:.0f} s/epoch -> {n} epochs in {args.minutes} min",
+              flush=True)
         cfg = TrainConfig.load(args.config, sets=args.set + [f"epochs={n}"])
     elif args.epochs:
         cfg = TrainConfig.load(args.config, sets=args.set + [f"epochs={int(args.epochs)}"])

@@ -92,7 +92,8 @@ def main() -> int:
     metrics = check_against_sklearn(args.out)
 
     print(f"images {metrics['n_images']}  skipped {metrics['n_skipped']}  "
-          f"wall {wall:.1f} s (features {metrics['seconds_features']:.1f} s, k-means {metrics['seconds_kmeans']:.1f} s)")
+          f"wall {wall:.1f} s (features {metrics['seconds_features']:.1f} s, "
+          f"k-means {metrics['seconds_kmeans']:.1f} s)")
     print(f"deepclust  ACC {metrics['acc']:.3f}  NMI {metrics['nmi']:.3f}  ARI {metrics['ari']:.3f}  "
           "(NMI/ARI agree with scikit-learn on assignments.csv)")
     print(f"reference  ACC {REFERENCE['acc']:.3f}  NMI {REFERENCE['nmi']:.3f}  ARI {REFERENCE['ari']:.3f}  "

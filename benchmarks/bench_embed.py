@@ -91,7 +91,8 @@ def main() -> None:
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="bench_embed_"))
     models = [
-        ("tiny DINOv2 (32-d, 2 layers, 32 px / 8)", dict(hidden=32, layers=2, heads=2, image=32, patch=8, shortest_edge=32),
+        ("tiny DINOv2 (32-d, 2 layers, 32 px / 8)",
+         dict(hidden=32, layers=2, heads=2, image=32, patch=8, shortest_edge=32),
          32, 1024, 256),
         ("ViT-S/14 DINOv2 (384-d, 12 layers, 224 px / 14)", dict(hidden=384, layers=12, heads=6, image=224, patch=14,
                                                                 shortest_edge=256), 96, args.images, 16),

@@ -68,7 +68,8 @@ def main() -> None:
     faiss.omp_set_num_threads(args.threads)
     threadpool_limits(args.threads)
 
-    print("| data | features | dim | k-means ACC | NMI | ARI | k-NN (k=20) | linear probe | 5-way 5-shot | seconds (k-means / k-NN / probe) |")
+    print("| data | features | dim | k-means ACC | NMI | ARI | k-NN (k=20) | linear probe | 5-way 5-shot "
+          "| seconds (k-means / k-NN / probe) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.datasets:
         train, test = splits(name, args)

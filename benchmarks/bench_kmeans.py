@@ -36,7 +36,8 @@ def gaussian_mixture(n: int, d: int, n_components: int, seed: int) -> tuple[np.n
     return x, y
 
 
-def run_variant(name: str, x: np.ndarray, k: int, n_init: int, max_iter: int, seed: int) -> tuple[float, float, np.ndarray]:
+def run_variant(name: str, x: np.ndarray, k: int, n_init: int, max_iter: int,
+                seed: int) -> tuple[float, float, np.ndarray]:
     start = time.perf_counter()
     if name == "faiss":
         labels = kmeans(x, k, n_init=n_init, max_iter=max_iter, seed=seed, backend="faiss").labels
@@ -79,7 +80,8 @@ def main() -> None:
 
     x, y = gaussian_mixture(args.n, args.d, 10, args.seed)
     print(f"# data {args.n} x {args.d} float32, 10-component Gaussian mixture; n_init={args.n_init}, "
-          f"max_iter={args.max_iter}; threads={args.threads}; faiss {faiss.__version__}, scikit-learn {sklearn.__version__}, "
+          f"max_iter={args.max_iter}; threads={args.threads}; faiss {faiss.__version__}, "
+          f"scikit-learn {sklearn.__version__}, "
           f"{platform.processor() or platform.machine()}")
     print("| k | variant | seconds | inertia (x1e6) | ACC vs mixture |")
     print("|---|---|---|---|---|")

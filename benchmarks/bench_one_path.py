@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 def build_clip(directory: Path, image_size: int, hidden: int, layers: int) -> Path:
     import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPTokenizer, CLIPVisionConfig
+
     from pretrained_fixtures import write_clip_tokenizer_files
-    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPTokenizer,
-                              CLIPVisionConfig)
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab_size = write_clip_tokenizer_files(directory)

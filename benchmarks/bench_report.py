@@ -4,7 +4,8 @@ Usage:  python benchmarks/bench_report.py [--n 10000] [--size 32] [--k 10 100] [
 
 Images are random uint8 (S x S x 3), embeddings are k Gaussian blobs in 128-D, labels are
 known, so every part of the page is built: thumbnails, confusion matrix, two 2-D maps.
-Prints one line per k: wall and CPU seconds (CPU is the fairer figure on a shared machine), page size in MB, thumbnails shown.
+Prints one line per k: wall and CPU seconds (CPU is the fairer figure on a shared machine),
+page size in MB, thumbnails shown.
 """
 
 from __future__ import annotations

@@ -81,8 +81,7 @@ def build_tiny_clip(directory: Path) -> Path:
     """A tiny CLIP (32-d towers, 2 layers, 16-d projection, 32 px images, 8 px patches) with
     a CLIP image processor and a real BPE tokenizer."""
     import torch
-    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig,
-                              CLIPTokenizer, CLIPVisionConfig)
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPTokenizer, CLIPVisionConfig
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab_size = write_clip_tokenizer_files(directory)

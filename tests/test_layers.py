@@ -128,7 +128,8 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     pkg = tmp_path / "deepclust" / "sub"
     pkg.mkdir(parents=True)
     f = pkg / "mod.py"
-    f.write_text("def f():\n    from deepclust.train import loop\n    from ..core import io\n    import deepclust.data.store\n")
+    f.write_text("def f():\n    from deepclust.train import loop\n    from ..core import io\n"
+                 "    import deepclust.data.store\n")
     global SRC
     saved, SRC = SRC, tmp_path / "deepclust"
     try:

@@ -90,7 +90,8 @@ def _worker(rank: int, world_size: int, tmp: str, scores: torch.Tensor, splits: 
         start = sum(splits[:rank])
         local = scores[start : start + splits[rank]]
         np.save(f"{tmp}/aware{rank}.npy", sinkhorn_knopp(local, epsilon=0.05, n_iters=3).numpy())
-        np.save(f"{tmp}/local{rank}.npy", sinkhorn_knopp(local, epsilon=0.05, n_iters=3, world_size_aware=False).numpy())
+        unaware = sinkhorn_knopp(local, epsilon=0.05, n_iters=3, world_size_aware=False)
+        np.save(f"{tmp}/local{rank}.npy", unaware.numpy())
     finally:
         dist.destroy_process_group()
 
@@ -99,7 +100,8 @@ def test_two_processes_equal_one_process_on_concatenated_batch(tmp_path):
     scores = torch.rand(12, 5, generator=torch.Generator().manual_seed(0)) * 2 - 1
     splits = [5, 7]  # unequal halves: the global batch size is all-reduced, not assumed
     mp.spawn(_worker, args=(2, str(tmp_path), scores, splits), nprocs=2, join=True)
-    result = {f"{kind}{rank}": np.load(tmp_path / f"{kind}{rank}.npy") for kind in ("aware", "local") for rank in (0, 1)}
+    result = {f"{kind}{rank}": np.load(tmp_path / f"{kind}{rank}.npy")
+              for kind in ("aware", "local") for rank in (0, 1)}
     together = sinkhorn_knopp(scores, epsilon=0.05, n_iters=3).numpy()
     aware = np.concatenate([result["aware0"], result["aware1"]])
     np.testing.assert_allclose(aware, together, rtol=1e-5, atol=1e-7)

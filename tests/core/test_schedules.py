@@ -4,8 +4,7 @@ temperature schedule, DINOv2's CosineScheduler), end points included."""
 import numpy as np
 import pytest
 
-from deepclust.core.schedules import (cosine_momentum_schedule, cosine_schedule, scaled_lr,
-                                      teacher_temp_schedule)
+from deepclust.core.schedules import cosine_momentum_schedule, cosine_schedule, scaled_lr, teacher_temp_schedule
 
 
 def _dino_cosine_scheduler(base, final, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0.0):
@@ -13,7 +12,8 @@ def _dino_cosine_scheduler(base, final, epochs, niter_per_ep, warmup_epochs=0, s
     warmup_iters = warmup_epochs * niter_per_ep
     out = []
     for i in range(warmup_iters):  # np.linspace(start, base, warmup_iters): both ends included
-        out.append(start_warmup_value + (base - start_warmup_value) * (i / (warmup_iters - 1) if warmup_iters > 1 else 0.0))
+        frac = i / (warmup_iters - 1) if warmup_iters > 1 else 0.0
+        out.append(start_warmup_value + (base - start_warmup_value) * frac)
     n = epochs * niter_per_ep - warmup_iters
     for t in range(n):
         out.append(final + 0.5 * (base - final) * (1 + np.cos(np.pi * t / n)))

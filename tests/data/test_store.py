@@ -62,7 +62,7 @@ def test_root_files_get_minus_one_and_nested_files_their_top_folder(tmp_path):
     _png(root / "loose.png", _solid(8, 40))
     _png(root / ".trash" / "d.png", _solid(8, 50))  # hidden folder: ignored
     store = load_images(root, progress=False)
-    by_name = {os.path.basename(p): int(l) for p, l in zip(store.paths, store.labels)}
+    by_name = {os.path.basename(p): int(y) for p, y in zip(store.paths, store.labels)}
     assert store.class_names == ["cats", "dogs"]
     assert by_name == {"a.png": 0, "b.png": 0, "c.png": 1, "loose.png": -1}
 

@@ -8,7 +8,7 @@ Steps, in order (DeepCluster's ``preprocess_features`` then k-means):
    the k-means is spherical whatever ``spherical`` says;
 2. else ``spherical``: L2-normalise and run cosine k-means; else Euclidean k-means on ``x``;
 3. k-means (`deepclust.cluster.kmeans.kmeans`: faiss or scikit-learn, every point used, no
-   empty cluster);
+   empty cluster when there are at least k distinct rows; identical rows stay together);
 4. ``balanced``: re-assign to the centroids with near-equal sizes (Sinkhorn,
    `deepclust.cluster.sinkhorn.balanced_assign`, cosine scores).
 

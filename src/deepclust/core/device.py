@@ -4,7 +4,7 @@ things run, and the autocast context every forward pass uses."""
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -59,7 +59,7 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager[object]:
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[object]:
     """``torch.autocast`` for ``dtype`` on ``device``; a no-op context for None."""
     if dtype is None:
         return contextlib.nullcontext()

@@ -23,7 +23,8 @@ def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None
     s_params = dict(student.named_parameters())
     if t_params.keys() != s_params.keys():
         missing = sorted(set(s_params) ^ set(t_params))[:5]
-        raise ValueError(f"teacher and student differ in parameters (e.g. {missing}); build the teacher as a copy of the student")
+        raise ValueError(f"teacher and student differ in parameters (e.g. {missing}); "
+                         "build the teacher as a copy of the student")
     for name, tp in t_params.items():
         tp.data.lerp_(s_params[name].data, 1.0 - momentum)
     s_buffers = dict(student.named_buffers())

@@ -31,9 +31,9 @@ import os
 import pickle
 import tarfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.error import URLError
 from urllib.request import urlopen
 
@@ -94,7 +94,7 @@ class KnownDataset:
     name: str
     files: dict[str, RemoteFile]  # role -> file
     splits: tuple[str, ...]
-    reader: Callable[["KnownDataset", str, dict[str, Path], Path, bool], ArrayData]
+    reader: Callable[[KnownDataset, str, dict[str, Path], Path, bool], ArrayData]
     default_split: str = "train"
 
 
@@ -425,7 +425,8 @@ def known_fingerprint(ds: KnownDataset, split: str) -> str:
     return f"known:{ds.name}:{split}:{files}"
 
 
-def load_known(ds: KnownDataset, split: str, cache_dir: str | Path | None = None, *, progress: bool = True) -> ArrayData:
+def load_known(ds: KnownDataset, split: str, cache_dir: str | Path | None = None, *,
+               progress: bool = True) -> ArrayData:
     """Fetch (if needed) and parse ``ds`` / ``split``."""
     files = {role: fetch(ds.files[role], cache_dir, progress=progress) for role in _needed_roles(ds, split)}
     return ds.reader(ds, split, files, cache_root(cache_dir), progress)

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from deepclust.data.known import ArrayData, KNOWN_DATASETS, known_fingerprint, load_known, parse_known_spec
+from deepclust.data.known import KNOWN_DATASETS, ArrayData, known_fingerprint, load_known, parse_known_spec
 from deepclust.errors import DataError
 
 __all__ = ["ImageRecord", "Source", "ArrayData", "open_source", "scan_folder", "read_npz", "load_digits"]
