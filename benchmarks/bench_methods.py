@@ -1,10 +1,13 @@
 """Train each method with its recipe and measure clustering quality and speed.
 
 For every recipe: train with the one loop (deepclust.train.loop.train), embed the images
-with the trained method, k-means (k = cfg.k, 10 restarts) on the L2-normalised embeddings
-and on their 24-d PCA-whitened version (what DeepClusterer does) -> ACC / NMI / ARI, k-NN
-accuracy (k=20, cosine, 80/20 split), the method's own k-way head when it has one, epochs,
-wall time and training images/s. The raw-pixel k-means baseline is measured on the same data. Writes a Markdown table.
+with the trained method's encoder, and cluster with the one clustering function
+(deepclust.cluster.cluster_embeddings, k = cfg.k, 10 restarts) three ways: the run's own
+setting (`cluster_whiten_dim`: what `deepclust train`, `cluster --model RUN` and
+DeepClusterer report), plain L2 and 24-d PCA whitening -> ACC / NMI / ARI, k-NN accuracy
+(k=20, cosine, 80/20 split), the method's own k-way head when it has one, epochs, wall time
+and training images/s. The raw-pixel k-means baseline is measured on the same data. Writes a
+Markdown table.
 
     python benchmarks/bench_methods.py                       # the three digits recipes
     python benchmarks/bench_methods.py --recipes cifar10_dino --data cifar10:test
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import tempfile
 import time
@@ -24,9 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepclust.cluster import kmeans, l2_normalize
+from deepclust.cluster import cluster_embeddings, l2_normalize
 from deepclust.data.store import load_images
-from deepclust.estimator import Whitener
 from deepclust.evaluate.knn import knn_accuracy
 from deepclust.evaluate.metrics import clustering_metrics
 from deepclust.models.encoder import embed_with_head
@@ -61,13 +64,18 @@ def run_recipe(recipe: str, data: str | None, threads: int, overrides: list[str]
         with open(Path(tmp) / "run" / "log.csv") as f:
             rows = list(csv.DictReader(f))
     emb, logits = embed_with_head(method.encoder(), store.images, head=method.cluster_head())
-    emb = l2_normalize(emb)
     labels = np.asarray(store.labels)
-    m = clustering_metrics(labels, kmeans(emb, cfg.k, n_init=10, seed=cfg.seed).labels)
-    mw = clustering_metrics(labels, kmeans(Whitener.fit(emb, WHITEN_DIM)(emb), cfg.k, n_init=10, seed=cfg.seed).labels)
+
+    def quality(whiten_dim: int) -> dict:
+        clustering = cluster_embeddings(emb, cfg.k, spherical=True, whiten_dim=whiten_dim, n_init=10, seed=cfg.seed)
+        return clustering_metrics(labels, clustering.labels)
+
+    own, m, mw = quality(cfg.cluster_whiten_dim), quality(0), quality(WHITEN_DIM)
+    emb = l2_normalize(emb)
     result = {
         "recipe": recipe, "method": cfg.method, "backbone": cfg.backbone, "size": cfg.image_size,
-        "epochs": cfg.epochs, "seed": cfg.seed, "acc": m["acc"], "nmi": m["nmi"], "ari": m["ari"],
+        "epochs": cfg.epochs, "seed": cfg.seed, "acc_run": own["acc"], "nmi_run": own["nmi"], "ari_run": own["ari"],
+        "acc": m["acc"], "nmi": m["nmi"], "ari": m["ari"],
         "acc_w": mw["acc"], "nmi_w": mw["nmi"], "ari_w": mw["ari"],
         "knn": knn_split(emb, labels, cfg.seed),
         "head_acc": (clustering_metrics(labels, logits.argmax(1))["acc"] if logits is not None else None),
@@ -81,9 +89,10 @@ def run_recipe(recipe: str, data: str | None, threads: int, overrides: list[str]
 def raw_baseline(data: str, size: int, k: int) -> dict:
     store = load_images(data, size=size, progress=False)
     x = np.asarray(store.images, dtype=np.float32).reshape(len(store.images), -1) / 255.0
-    m = clustering_metrics(store.labels, kmeans(x, k, n_init=10, seed=0).labels)
-    mw = clustering_metrics(store.labels, kmeans(Whitener.fit(x, WHITEN_DIM)(x), k, n_init=10, seed=0).labels)
-    return {"recipe": f"raw pixels ({size}px) + k-means", "acc": m["acc"], "nmi": m["nmi"], "ari": m["ari"],
+    m = clustering_metrics(store.labels, cluster_embeddings(x, k, spherical=False, n_init=10, seed=0).labels)
+    mw = clustering_metrics(store.labels, cluster_embeddings(x, k, whiten_dim=WHITEN_DIM, n_init=10, seed=0).labels)
+    return {"recipe": f"raw pixels ({size}px) + k-means", "acc_run": m["acc"], "nmi_run": m["nmi"],
+            "ari_run": m["ari"], "acc": m["acc"], "nmi": m["nmi"], "ari": m["ari"],
             "acc_w": mw["acc"], "nmi_w": mw["nmi"], "ari_w": mw["ari"],
             "knn": knn_split(l2_normalize(x), np.asarray(store.labels))}
 
@@ -100,23 +109,29 @@ def to_markdown(results: list[dict], baseline: dict, command: str, threads: int)
         "",
         f"Command: `{command}`",
         f"Machine: 2-core CPU dev machine (shared with other jobs), torch {torch.__version__}, "
-        f"{threads} threads, Python {platform.python_version()}. Date: 2026-11-23.",
+        f"{threads} threads, Python {platform.python_version()}. Date: {time.strftime('%Y-%m-%d')}, "
+        f"load average at the end {os.getloadavg()[0]:.2f}.",
         "",
-        "ACC/NMI/ARI: k-means (k=10, 10 restarts) on the L2-normalised embeddings of the trained "
-        f"method (DINO: teacher backbone); ACC_w/NMI_w: the same after {WHITEN_DIM}-d PCA whitening + "
-        "L2 (DeepClusterer's default); k-NN: 20-NN cosine vote, 80/20 split; head ACC: argmax of "
+        "All clusterings: `deepclust.cluster.cluster_embeddings` (k=10, 10 restarts). run ACC/NMI/ARI: "
+        "the run's own setting (`cluster_whiten_dim`; what `deepclust train`, `cluster --model RUN` "
+        "and DeepClusterer report); ACC/NMI/ARI: cosine k-means on the L2-normalised embeddings of the "
+        f"trained method (DINO: teacher backbone); ACC_w/NMI_w: the same after {WHITEN_DIM}-d PCA whitening + "
+        "L2; raw pixels: Euclidean k-means; k-NN: 20-NN cosine vote, 80/20 split; head ACC: argmax of "
         "the method's own k-way head (`cluster_head`) when it has one. Wall time = the whole "
         "`train()` call (including per-epoch k-means for DeepCluster and the loop's collapse watch).",
         "",
-        "| recipe | seed | epochs | ACC | NMI | ARI | ACC_w | NMI_w | ARI_w | k-NN | head ACC | train s | img/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| {baseline['recipe']} | - | - | {fmt(baseline['acc'])} | {fmt(baseline['nmi'])} | "
+        "| recipe | seed | epochs | run ACC | run NMI | run ARI | ACC | NMI | ARI | ACC_w | NMI_w | ARI_w | k-NN "
+        "| head ACC | train s | img/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {baseline['recipe']} | - | - | {fmt(baseline['acc_run'])} | {fmt(baseline['nmi_run'])} | "
+        f"{fmt(baseline['ari_run'])} | {fmt(baseline['acc'])} | {fmt(baseline['nmi'])} | "
         f"{fmt(baseline['ari'])} | {fmt(baseline['acc_w'])} | {fmt(baseline['nmi_w'])} | {fmt(baseline['ari_w'])} | "
         f"{fmt(baseline['knn'])} | - | - | - |",
     ]
     for r in results:
         lines.append(
-            f"| {r['recipe']} | {r['seed']} | {r['epochs']} | {fmt(r['acc'])} | {fmt(r['nmi'])} | {fmt(r['ari'])} | "
+            f"| {r['recipe']} | {r['seed']} | {r['epochs']} | {fmt(r['acc_run'])} | {fmt(r['nmi_run'])} | "
+            f"{fmt(r['ari_run'])} | {fmt(r['acc'])} | {fmt(r['nmi'])} | {fmt(r['ari'])} | "
             f"{fmt(r['acc_w'])} | {fmt(r['nmi_w'])} | {fmt(r['ari_w'])} | {fmt(r['knn'])} | {fmt(r['head_acc'])} | "
             f"{r['train_s']:.0f} | {r['images_per_s']:.0f} |")
     return "\n".join(lines) + "\n"
