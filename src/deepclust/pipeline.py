@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from deepclust.core.outdir import output_lock
 from deepclust.errors import DeepclustError
 from deepclust.features import LoadedModel, embed_store, load_model
 from deepclust.output import clustering_metrics_info, format_summary, known_labels, write_clustering
@@ -62,10 +63,13 @@ def check_k(k: int, n_images: int | None = None) -> int:
         raise DeepclustError(f"k must be a whole number of clusters, got {k!r}.")
     if k < 2:
         raise DeepclustError(f"k={k}: the number of clusters must be at least 2 (e.g. --k 10).")
+    if n_images is not None and n_images < 2:
+        raise DeepclustError(f"only {n_images} usable image(s) were found: clustering needs at least 2 "
+                             "(and k between 2 and the number of images); add images.")
     if n_images is not None and k > n_images:
         raise DeepclustError(
             f"k={k} clusters requested but only {n_images} usable image(s) were found; "
-            f"use --k {n_images} or fewer, or add images."
+            f"use --k {n_images} or fewer (at least 2), or add images."
         )
     return int(k)
 
@@ -73,12 +77,14 @@ def check_k(k: int, n_images: int | None = None) -> int:
 def cluster_source(source: str, *, k: int, out_dir: str | Path, features: str = "raw",
                    model: str | nn.Module | LoadedModel | None = None, size: int | None = None,
                    namer: str | None = None, attention: bool = False, device: str = "auto",
-                   progress: bool = True, **options: Any) -> ClusterResult:
+                   progress: bool = True, trust_custom_code: bool = False, **options: Any) -> ClusterResult:
     """Load `source` (folder, ``.npz``, ``digits``, known set) and cluster it into `k` groups.
 
     `model` (a run directory, ``hf:<id>``, a Hugging Face folder, a module) takes precedence
     over `features` (``raw`` or ``pca``); it is loaded before the images are decoded, so a
     missing model fails in seconds, and a run's working size is used when `size` is None.
+    `trust_custom_code` lets a run whose method is ``module:factory`` import that module.
+    The output folder is checked (and locked) before anything is loaded or decoded.
     The other keyword arguments are those of `cluster_store`.
     """
     from deepclust.data.store import load_images
@@ -90,20 +96,22 @@ def cluster_source(source: str, *, k: int, out_dir: str | Path, features: str = 
     if attention and not model:
         raise DeepclustError("attention maps need a ViT model: pass --model hf:<id> or a run trained "
                              "with a vit_* backbone (raw/pca features have no attention)")
-    loaded = _load(model, device, attention) if model is not None else None
-    namer_model = _load_namer(namer, model, loaded, device)
-    if size is None and loaded is not None:
-        size = loaded.image_size
-    store = load_images(source, size=size, max_size=loaded.max_size if loaded else DEFAULT_MAX_SIZE,
-                        progress=progress)
-    return cluster_store(store, k=k, out_dir=out_dir, features=features, model=loaded if loaded else None,
-                         namer=namer_model, attention=attention, device=device, progress=progress, **options)
+    with output_lock(out_dir):
+        loaded = _load(model, device, attention, trust_custom_code) if model is not None else None
+        namer_model = _load_namer(namer, model, loaded, device)
+        if size is None and loaded is not None:
+            size = loaded.image_size
+        store = load_images(source, size=size, max_size=loaded.max_size if loaded else DEFAULT_MAX_SIZE,
+                            progress=progress)
+        return cluster_store(store, k=k, out_dir=out_dir, features=features, model=loaded if loaded else None,
+                             namer=namer_model, attention=attention, device=device, progress=progress, **options)
 
 
-def _load(model: str | nn.Module | LoadedModel, device: str, attention: bool) -> LoadedModel:
+def _load(model: str | nn.Module | LoadedModel, device: str, attention: bool,
+          trust_custom_code: bool = False) -> LoadedModel:
     if isinstance(model, LoadedModel):
         return model
-    return load_model(model, device=device, attentions=attention)
+    return load_model(model, device=device, attentions=attention, trust_custom_code=trust_custom_code)
 
 
 def _load_namer(namer: Any, model: Any, loaded: LoadedModel | None, device: str) -> Any:
@@ -155,6 +163,7 @@ def cluster_store(
     title: str | None = None,
     run_dir: str | Path | None = None,
     batch_size: int = 256,
+    trust_custom_code: bool = False,
 ) -> ClusterResult:
     """Cluster an already loaded `ImageStore` and write the files into `out_dir`.
 
@@ -163,8 +172,21 @@ def cluster_store(
     CLIP spec, a `ClipEncoder` or the `LoadedModel` of the model itself; it names each cluster
     with the best entries of `vocab` (built-in name, text file or ``"a,b,c"``). `attention`
     adds each cluster's ViT attention maps to the report. `run_dir` (default: the model's, when
-    it is a run) feeds the report's training curves.
+    it is a run) feeds the report's training curves. `out_dir` is checked and locked first.
     """
+    with output_lock(out_dir):
+        return _cluster_store(store, k=k, out_dir=out_dir, features=features, model=model, seed=seed,
+                              n_init=n_init, spherical=spherical, balanced=balanced, pca_dim=pca_dim,
+                              whiten_dim=whiten_dim, device=device, report=report, namer=namer, vocab=vocab,
+                              attention=attention, progress=progress, title=title, run_dir=run_dir,
+                              batch_size=batch_size, trust_custom_code=trust_custom_code)
+
+
+def _cluster_store(store: Any, *, k: int, out_dir: str | Path, features: str, model: Any, seed: int,
+                   n_init: int, spherical: bool | None, balanced: bool, pca_dim: int, whiten_dim: int | None,
+                   device: str, report: bool, namer: Any, vocab: Any, attention: bool, progress: bool,
+                   title: str | None, run_dir: str | Path | None, batch_size: int,
+                   trust_custom_code: bool) -> ClusterResult:
     from deepclust.cluster import cluster_embeddings
 
     start = time.perf_counter()
@@ -176,10 +198,9 @@ def cluster_store(
         pca_dim = max(1, n_images - 1)  # PCA cannot have more components than samples
     loaded = model if isinstance(model, LoadedModel) else load_model(
         model if model is not None else features, device=device, attentions=attention,
-        image_size=int(store.images.shape[1]), pca_dim=pca_dim, seed=seed)
+        image_size=int(store.images.shape[1]), pca_dim=pca_dim, seed=seed, trust_custom_code=trust_custom_code)
     if attention and not loaded.encoder.has_attention:
-        raise DeepclustError(f"{loaded.spec} has no self-attention: attention maps need a ViT model "
-                             "(hf:facebook/dinov2-*, hf:openai/clip-*, or a run trained with a vit_* backbone)")
+        raise DeepclustError(no_attention_message(loaded))
     log.info("features: %s on %d images", loaded.spec, n_images)
     embedded = embed_store(loaded, store, batch_size=batch_size, progress=progress)
     x = embedded.features
@@ -219,6 +240,16 @@ def cluster_store(
     return ClusterResult(labels=labels, metrics=metrics, paths=list(store.paths), out_dir=Path(out_dir),
                          files=files, summary=summary, info=info, cluster_names=names,
                          clustering=clustering, embeddings=x)
+
+
+def no_attention_message(loaded: LoadedModel) -> str:
+    """Why a model has no attention maps, naming the real reason (e.g. a CNN backbone)."""
+    backbone = getattr(loaded.config, "backbone", None) if loaded.config is not None else None
+    if backbone is not None:
+        return (f"{loaded.spec} has no self-attention: its backbone {backbone!r} is a CNN, not a ViT; attention "
+                "maps need a run trained with a vit_* backbone, or hf:facebook/dinov2-* / hf:openai/clip-*")
+    return (f"{loaded.spec} has no self-attention: attention maps need a ViT model "
+            "(hf:facebook/dinov2-*, hf:openai/clip-*, or a run trained with a vit_* backbone)")
 
 
 def _names(namer: Any, loaded: LoadedModel, store: Any, labels: np.ndarray, x: np.ndarray,

@@ -29,7 +29,7 @@ def npz_source(tmp_path, monkeypatch):
 def test_train_command_writes_run_then_resumes_and_serves_features(tmp_path, npz_source, capsys):
     path, store = npz_source
     run = tmp_path / "run"
-    common = ["--no-progress"]
+    common = ["--no-progress", "--trust-custom-code"]
     rc = main(["train", "--method", "toy_method:make_toy", "--data", str(path), "--out", str(run),
                "--epochs", "1", "--batch-size", "16", "--size", "8", "--device", "cpu", "--k", "4",
                "--set", "monitor_samples=64", "--set", "knn_k=5", "--set", "method_kwargs.dim=8",
@@ -62,7 +62,7 @@ def test_train_command_writes_run_then_resumes_and_serves_features(tmp_path, npz
     from deepclust.features import extract_features
 
     loaded = load_images(str(path), size=8, progress=False)
-    feats = extract_features(loaded, str(run), cache=False)
+    feats = extract_features(loaded, str(run), cache=False, trust_custom_code=True)
     w = load_file(str(run / "model.safetensors"))
     x = torch.from_numpy(np.array(loaded.images)).permute(0, 3, 1, 2).float().div(255).flatten(1)
     expected = (x @ w["backbone.weight"].T + w["backbone.bias"]).numpy()
@@ -70,7 +70,7 @@ def test_train_command_writes_run_then_resumes_and_serves_features(tmp_path, npz
 
     other_size = load_images(str(path), size=16, progress=False)
     with pytest.raises(DataError, match="trained on 8px"):
-        extract_features(other_size, str(run), cache=False)
+        extract_features(other_size, str(run), cache=False, trust_custom_code=True)
 
     # `cluster --model RUN` takes the run's working size from its config.json: a source of
     # 16 px images is brought down to the 8 px the run was trained on, with no --size.
@@ -78,14 +78,14 @@ def test_train_command_writes_run_then_resumes_and_serves_features(tmp_path, npz
     np.savez(big, images=np.repeat(np.repeat(store.images, 2, axis=1), 2, axis=2), labels=store.labels)
     out = tmp_path / "clusters"
     assert main(["cluster", str(big), "--model", str(run), "--k", "4", "--out", str(out),
-                 "--no-report", "--quiet"]) == 0
+                 "--no-report", "--quiet", "--trust-custom-code"]) == 0
     clustered = json.loads((out / "metrics.json").read_text())
     assert clustered["n_images"] == 64
     # ... and clusters the way the run's recipe says: features whitened to 4 dims, as the
     # final clustering of the run itself did; --whiten 0 turns it off.
     assert clustered["whiten_dim"] == 4 and metrics["whiten_dim"] == 4
     assert main(["cluster", str(big), "--model", str(run), "--k", "4", "--out", str(out),
-                 "--whiten", "0", "--no-report", "--quiet"]) == 0
+                 "--whiten", "0", "--no-report", "--quiet", "--trust-custom-code"]) == 0
     assert json.loads((out / "metrics.json").read_text())["whiten_dim"] == 0
 
 
@@ -96,6 +96,6 @@ def test_train_command_errors_are_clear(tmp_path, npz_source, capsys):
     assert main(["train", "--method", "dino", "--out", str(tmp_path / "r")]) == 2
     assert "--data" in capsys.readouterr().err
     assert main(["train", "--method", "no_such_mod:f", "--data", str(path), "--out", str(tmp_path / "r"),
-                 "--size", "8", "--device", "cpu"]) == 2
+                 "--size", "8", "--device", "cpu", "--trust-custom-code"]) == 2
     assert "cannot import method factory" in capsys.readouterr().err
 

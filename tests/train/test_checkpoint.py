@@ -4,6 +4,7 @@ through JSON, and a checkpoint only counts when state.json matches the tensor fi
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import numpy as np
@@ -115,8 +116,11 @@ def test_checkpoint_saves_and_loads_weights_buffers_and_extra_state(tmp_path):
     opt = build_optimizer("sgd", [{"params": list(m.parameters()), "weight_decay": 0.0}], lr=0.1)
     ckpt.save_checkpoint(tmp_path, method=m, optimizer=opt, config={"method": "x"}, epoch=2, step=10,
                          rng=[ckpt.get_rng_states()])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors",
-                                                         "optimizer.safetensors", "state.json"]
+    gens = [p.name for p in tmp_path.iterdir() if p.name.startswith("ckpt-")]
+    assert len(gens) == 1 and os.readlink(tmp_path / "latest") == gens[0]
+    assert sorted(p.name for p in (tmp_path / gens[0]).iterdir()) == ["config.json", "model.safetensors",
+                                                                      "optimizer.safetensors", "state.json"]
+    assert (tmp_path / "model.safetensors").resolve() == (tmp_path / gens[0] / "model.safetensors").resolve()
     m2 = _WithExtra()
     state = ckpt.load_checkpoint(tmp_path, m2, build_optimizer("sgd", [{"params": list(m2.parameters())}], lr=0.1))
     assert (state["epoch"], state["step"]) == (2, 10)
@@ -129,14 +133,16 @@ def test_checkpoint_without_state_json_or_with_mismatched_files_is_not_complete(
     opt = build_optimizer("sgd", [{"params": list(m.parameters())}], lr=0.1)
     ckpt.save_checkpoint(tmp_path / "a", method=m, optimizer=opt, config={}, epoch=1, step=1, rng=[])
     ckpt.save_checkpoint(tmp_path / "b", method=m, optimizer=opt, config={}, epoch=2, step=2, rng=[])
+    gen_a = (tmp_path / "a" / "latest").resolve()
+    gen_b = (tmp_path / "b" / "latest").resolve()
     # model file of another checkpoint: refused with a message
-    (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
-    with pytest.raises(ModelNotAvailableError, match="inconsistent"):
+    (gen_b / "model.safetensors").replace(gen_a / "model.safetensors")
+    with pytest.raises(ModelNotAvailableError, match="does not belong to state.json"):
         ckpt.read_state(tmp_path / "a")
-    (tmp_path / "b" / "state.json").unlink()
-    assert ckpt.read_state(tmp_path / "b") is None
-    with pytest.raises(ModelNotAvailableError, match="no complete checkpoint"):
+    (gen_b / "state.json").unlink()
+    with pytest.raises(ModelNotAvailableError, match="no complete checkpoint.*state.json is missing"):
         ckpt.load_checkpoint(tmp_path / "b", m)
+    assert ckpt.read_state(tmp_path / "empty") is None
     assert not list(tmp_path.glob("*/.*tmp*")), "no temporary files are left behind"
 
 

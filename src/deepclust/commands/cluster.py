@@ -69,6 +69,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)  # other spelling
+    p.add_argument("--trust-custom-code", action="store_true",
+                   help="allow a run whose method is package.module:factory (its module is imported, i.e. run)")
     p.set_defaults(run=run)
 
 
@@ -97,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         vocab=args.vocab or DEFAULT_VOCAB,
         attention=args.attention,
         progress=not args.quiet,
+        trust_custom_code=args.trust_custom_code,
     )
     info = result.info
     print(result.summary, end="")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -11,7 +10,8 @@ DESCRIPTION = """\
 Train a self-supervised clustering method (DeepCluster, SwAV, DINO) on the images of SOURCE,
 then cluster them with the trained backbone. DIR receives:
 
-  config.json, model.safetensors, optimizer.safetensors, state.json   checkpoint (every epoch)
+  ckpt-<epoch>-<id>/ + latest   checkpoint of the last epoch, written as a whole (config.json,
+                   model.safetensors, optimizer.safetensors, state.json; a kill loses nothing)
   log.csv          one row per epoch: loss, lr, images/s, collapse watch, online k-NN accuracy
   then the clustering of SOURCE with the trained encoder, exactly as
   `deepclust cluster SOURCE --model DIR --k K` writes it (same numbers, same keys):
@@ -23,7 +23,9 @@ Settings come from defaults <- the recipe (--config, a YAML path or a name in co
 <- the flags below <- --set key=value (any TrainConfig field; method_kwargs.NAME=value for a
 method hyper-parameter). --lr is the base rate for a batch of 256 images: the run uses
 lr x global batch / 256. --resume continues DIR exactly where its last epoch checkpoint
-left off (its config.json is used unless you pass --config/--method).
+left off (its config.json is used unless you pass --config/--method); a larger --epochs
+re-stretches every schedule over the new total (a warning says so). A custom method
+(package.module:factory) is imported only with --trust-custom-code.
 
 Several GPUs or processes: torchrun --nproc_per_node=2 -m deepclust train ... (DDP)."""
 
@@ -53,26 +55,34 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=None, help="base learning rate for a batch of 256")
     p.add_argument("--backbone", default=None, metavar="NAME", help="small_cnn, resnet18, vit_tiny, ...")
     p.add_argument("--k", type=int, default=None, metavar="K", help="number of clusters")
-    p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--size", type=int, default=None, metavar="S", help="working image size in pixels")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set optimizer=lars --set method_kwargs.epsilon=0.03")
     p.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help=argparse.SUPPRESS)  # old spelling
+    p.add_argument("--trust-custom-code", action="store_true",
+                   help="allow a package.module:factory method (its module is imported, i.e. run)")
     p.set_defaults(run=run)
 
 
 def build_config(args: argparse.Namespace):
     from deepclust.errors import DeepclustError
+    from deepclust.train.checkpoint import read_state
     from deepclust.train.config import TrainConfig
 
     overrides = {"method": args.method, "data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
                  "lr": args.lr, "backbone": args.backbone, "k": args.k, "device": args.device,
                  "image_size": args.size, "seed": args.seed}
-    saved = Path(args.out) / "config.json"
-    if args.resume and saved.is_file() and not args.config and not args.method:
-        base = json.loads(saved.read_text())
+    if args.resume and not args.config and not args.method:
+        if not Path(args.out).is_dir() or read_state(args.out) is None:
+            raise DeepclustError(f"nothing to resume in {args.out}: it holds no checkpoint (no epoch was completed "
+                                 "there); start a new run with --method or --config")
+        from deepclust.train.checkpoint import read_config
+
+        base = read_config(args.out)
         base.update({k: v for k, v in overrides.items() if v is not None})
         cfg = TrainConfig.load(overrides=base, sets=args.sets)
     else:
@@ -85,12 +95,14 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from deepclust.core.device import resolve_device
     from deepclust.core.distributed import barrier, cleanup, get_rank, init_from_env
     from deepclust.data.store import load_images
     from deepclust.pipeline import cluster_store
     from deepclust.train.loop import train
 
     cfg = build_config(args)
+    resolve_device(cfg.device)  # a clear error for --device gpu9 / cuda without CUDA, before any work
     device = init_from_env(cfg.device)
     rank = get_rank()
     show = args.progress and rank == 0
@@ -103,11 +115,13 @@ def run(args: argparse.Namespace) -> int:
                 eval_store = (load_images(cfg.eval_data, size=store.images.shape[1], progress=show)
                               if cfg.eval_data else None)
             barrier()
-        out = train(cfg, store, args.out, resume=args.resume, progress=show, eval_store=eval_store)
+        out = train(cfg, store, args.out, resume=args.resume, progress=show, eval_store=eval_store,
+                    trust_custom_code=args.trust_custom_code)
         if rank == 0:
             # The same pipeline as `deepclust cluster SOURCE --model OUT --k K`: same numbers.
             result = cluster_store(store, k=cfg.k, out_dir=out, model=str(out), device=str(device),
-                                   seed=cfg.seed, report=getattr(args, "report", True), progress=show)
+                                   seed=cfg.seed, report=getattr(args, "report", True), progress=show,
+                                   trust_custom_code=args.trust_custom_code)
             print(f"trained {cfg.method} on {cfg.data} -> {out}")
             print(format_summary(result.info))
         barrier()

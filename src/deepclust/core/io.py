@@ -57,8 +57,28 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def atomic_symlink(path: str | Path, target: str) -> Path:
+    """Point the symlink ``path`` at ``target`` (relative) with one ``os.replace``: readers see
+    the old target or the new one, never no link; the directory is fsync'ed."""
+    import uuid
+
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """UTF-8 text; lone surrogates (file names that are not valid UTF-8, as Python decodes
+    them with ``surrogateescape``) are written back as their original bytes."""
+    return atomic_write_bytes(path, text.encode("utf-8", errors="surrogateescape"))
 
 
 def atomic_write_json(path: str | Path, obj: Any, *, sort_keys: bool = False) -> Path:

@@ -86,15 +86,19 @@ class LoadedModel:
 
 
 def is_run_dir(spec: object) -> bool:
-    """A deepclust training run directory (``config.json`` and ``model.safetensors``)."""
+    """A deepclust training run directory (checkpoint generations, see `train.checkpoint`, or
+    the flat ``config.json`` + ``model.safetensors`` of earlier versions, refused on loading)."""
     from deepclust.models.pretrained.hf import is_hf_model_dir
+    from deepclust.train.checkpoint import has_checkpoint_files
 
     if not isinstance(spec, (str, Path)):
         return False
     try:
         path = Path(spec)
-        return (path.is_dir() and (path / "model.safetensors").is_file() and (path / "config.json").is_file()
-                and not is_hf_model_dir(path))
+        if not path.is_dir() or is_hf_model_dir(path):
+            return False
+        return has_checkpoint_files(path) or ((path / "model.safetensors").is_file()
+                                              and (path / "config.json").is_file())
     except (OSError, ValueError):
         return False
 
@@ -134,6 +138,7 @@ def load_model(
     pca_dim: int = 50,
     seed: int = 0,
     shared: bool = True,
+    trust_custom_code: bool = False,
 ) -> LoadedModel:
     """Load ``spec`` once (see the module doc).
 
@@ -145,6 +150,8 @@ def load_model(
         pca_dim, seed: ``pca`` only.
         shared: Hugging Face models: share the module already loaded in this process (False:
             a private copy, e.g. to fine-tune it with ``encoder.requires_grad_(True)``).
+        trust_custom_code: runs only: allow a ``module:factory`` method named by the run's
+            config.json to be imported (it runs that module's code). Off: a clear refusal.
     """
     kind = spec_kind(spec)
     dev = resolve_device(device)
@@ -162,7 +169,7 @@ def load_model(
         return LoadedModel(text, kind, encoder.to(dev), identity=f"{kind}:{options}")
     if kind == "hf":
         return _from_hf(text, dev, attentions, pooling or "cls", resolution, shared)
-    return _from_run(text, dev)
+    return _from_run(text, dev, trust_custom_code)
 
 
 def _from_module(module: nn.Module, device: torch.device) -> LoadedModel:
@@ -199,10 +206,10 @@ def _from_hf(spec: str, device: torch.device, attentions: bool, pooling: str,
     return LoadedModel(spec, "hf", encoder, identity=identity)
 
 
-def _from_run(spec: str, device: torch.device) -> LoadedModel:
+def _from_run(spec: str, device: torch.device, trust_custom_code: bool = False) -> LoadedModel:
     from deepclust.train.builder import load_trained_method
 
-    method, cfg = load_trained_method(spec, device=str(device))
+    method, cfg = load_trained_method(spec, device=str(device), trust_custom_code=trust_custom_code)
     encoder = method.encoder()
     encoder.name = spec
     encoder.whiten_dim = int(cfg.cluster_whiten_dim)

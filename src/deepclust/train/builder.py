@@ -3,7 +3,10 @@ trained run back.
 
 `cfg.method` is a registered name (`deepclust.methods.build_method`) or, for custom
 methods, "package.module:factory" where `factory(cfg) -> Method` (cfg.image_size is the
-store's working size by then). The backbone trunk comes from
+store's working size by then). Importing a module runs its code, and a run folder's
+config.json or a shared recipe names the module, so custom factories are imported only with
+``trust_custom_code=True`` (CLI: ``--trust-custom-code``), like Hugging Face's
+``trust_remote_code``; otherwise a `DeepclustError` says so and nothing is imported. The backbone trunk comes from
 `deepclust.models.backbones.build_backbone`; the method wraps it in a `BackboneEncoder`
 with the evaluation transform that matches its views (size, normalisation, Sobel), so
 ``method.encoder()`` is a plain `Encoder`.
@@ -19,12 +22,17 @@ import torch
 
 from deepclust.errors import DeepclustError, ModelNotAvailableError
 from deepclust.methods.base import Method
-from deepclust.train.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE, load_model_tensors
+from deepclust.train.checkpoint import CONFIG_FILE, MODEL_FILE, find_checkpoint, load_model_tensors
 from deepclust.train.config import TrainConfig
 
 
-def build_method_from_config(cfg: TrainConfig) -> Method:
+def build_method_from_config(cfg: TrainConfig, *, trust_custom_code: bool = False) -> Method:
     if ":" in cfg.method:
+        if not trust_custom_code:
+            raise DeepclustError(
+                f"method {cfg.method!r} is custom code (module:factory): importing it would run that module. "
+                "Only if you trust its source, pass --trust-custom-code (Python: trust_custom_code=True); "
+                "registered methods need no flag")
         module_name, attr = cfg.method.split(":", 1)
         try:
             factory = getattr(importlib.import_module(module_name), attr)
@@ -43,19 +51,22 @@ def build_method_from_config(cfg: TrainConfig) -> Method:
     return method
 
 
-def load_trained_method(run_dir: str | Path, device: str = "cpu") -> tuple[Method, TrainConfig]:
-    """Rebuild the method of a run directory from its config.json (read once) and load
-    model.safetensors (safetensors only, never pickle). Returns (method in eval mode on
+def load_trained_method(run_dir: str | Path, device: str = "cpu", *,
+                        trust_custom_code: bool = False) -> tuple[Method, TrainConfig]:
+    """Rebuild the method of a run directory from the config.json of its checkpoint (read
+    once) and load its model.safetensors (safetensors only, never pickle), through the one
+    checkpoint reader (`checkpoint.find_checkpoint`). Returns (method in eval mode on
     `device`, its config)."""
     run_dir = Path(run_dir)
-    if not (run_dir / MODEL_FILE).is_file() or not (run_dir / CONFIG_FILE).is_file():
+    found = find_checkpoint(run_dir)
+    if found is None:
         raise ModelNotAvailableError(
-            f"{run_dir} is not a training run directory (it needs {MODEL_FILE} and {CONFIG_FILE}); "
-            "train one with `deepclust train`")
-    cfg = TrainConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
-    method = build_method_from_config(cfg)
-    state = {}
-    if (run_dir / STATE_FILE).is_file():
-        state = json.loads((run_dir / STATE_FILE).read_text()).get("method_extra", {})
-    load_model_tensors(method, run_dir / MODEL_FILE, state)
+            f"{run_dir} is not a training run directory (no checkpoint); train one with `deepclust train`")
+    gen, state = found
+    try:
+        cfg = TrainConfig.from_dict(json.loads((gen / CONFIG_FILE).read_text()))
+    except DeepclustError as exc:
+        raise ModelNotAvailableError(f"{gen / CONFIG_FILE} is not a valid run config: {exc}") from exc
+    method = build_method_from_config(cfg, trust_custom_code=trust_custom_code)
+    load_model_tensors(method, gen / MODEL_FILE, state.get("method_extra", {}))
     return method.to(torch.device(device)).eval(), cfg

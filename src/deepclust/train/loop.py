@@ -27,8 +27,10 @@ buffers, so after a DDP resume every rank starts from rank 0's copy of per-proce
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from tqdm.auto import tqdm
 from deepclust.core.device import amp_dtype as amp_dtype_for
 from deepclust.core.device import autocast
 from deepclust.core.distributed import barrier, get_rank, get_world_size, init_from_env, is_dist
+from deepclust.core.outdir import output_lock
 from deepclust.core.schedules import scaled_lr
 from deepclust.errors import DataError, DeepclustError
 from deepclust.methods.base import Method
@@ -93,26 +96,33 @@ class _Run:
 
 
 def train(cfg: TrainConfig, store: Any, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
-          eval_store: Any | None = None, method: nn.Module | None = None) -> Path:
+          eval_store: Any | None = None, method: nn.Module | None = None,
+          trust_custom_code: bool = False) -> Path:
     """Train `cfg.method` on `store` (an ImageStore); checkpoints and logs go to `out_dir`.
 
     `method` may be passed ready-built (library use, tests); otherwise it is built from cfg.
     Raises CollapseError / NonFiniteLossError after saving the last good checkpoint.
     Runs with `cfg.torch_threads` CPU threads when set, and restores the caller's count.
+    `trust_custom_code`: allow a ``module:factory`` cfg.method to be imported (see builder).
     """
     previous_threads = torch.get_num_threads()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
+    # rank 0 owns the run folder (under torchrun RANK is set before any process group exists)
+    first = (get_rank() if is_dist() else int(os.environ.get("RANK", "0"))) == 0
+    lock = output_lock(out_dir) if first else contextlib.nullcontext()
     try:
-        return _train(cfg, store, Path(out_dir), resume=resume, progress=progress,
-                      eval_store=eval_store, method=method)
+        with lock:
+            return _train(cfg, store, Path(out_dir), resume=resume, progress=progress,
+                          eval_store=eval_store, method=method, trust_custom_code=trust_custom_code)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _train(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progress: bool,
-           eval_store: Any | None, method: nn.Module | None) -> Path:
-    run, state = _setup(cfg, store, out_dir, resume=resume, progress=progress, method=method)
+           eval_store: Any | None, method: nn.Module | None, trust_custom_code: bool) -> Path:
+    run, state = _setup(cfg, store, out_dir, resume=resume, progress=progress, method=method,
+                        trust_custom_code=trust_custom_code)
     cfg, ctx, rank = run.cfg, run.ctx, run.ctx.rank
     evaluator = logger = None
     if rank == 0:
@@ -208,7 +218,7 @@ def _step_logs(loss: torch.Tensor, out: Any) -> dict[str, float]:
 
 
 def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progress: bool,
-           method: nn.Module | None) -> tuple[_Run, dict[str, Any] | None]:
+           method: nn.Module | None, trust_custom_code: bool = False) -> tuple[_Run, dict[str, Any] | None]:
     """Device, data checks, checkpoint to resume, method, optimiser, schedules, DDP."""
     device = init_from_env(cfg.device)
     rank, world = get_rank(), get_world_size()
@@ -220,15 +230,16 @@ def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
     steps_per_epoch = len(images) // global_batch
     state = ckpt.read_state(out_dir) if resume else None
     if resume and state is None:
-        log.warning("nothing to resume in %s (no complete checkpoint): starting a new run", out_dir)
-    if not resume and (out_dir / ckpt.STATE_FILE).exists():
+        log.warning("nothing to resume in %s (no checkpoint: no epoch was completed there): starting a new run",
+                    out_dir)
+    if not resume and ckpt.has_checkpoint_files(out_dir):
         raise DeepclustError(f"{out_dir} already holds a training run: pass --resume to continue it "
                              "or choose another --out")
     if state:
         warn_changed_settings(out_dir, cfg, world, state)
 
     seed_everything(cfg.seed + rank)
-    built = method if method is not None else build_method_from_config(cfg)
+    built = method if method is not None else build_method_from_config(cfg, trust_custom_code=trust_custom_code)
     if not isinstance(built, Method):
         raise DeepclustError(f"train() needs a deepclust Method, got {type(built).__name__}")
     if cfg.freeze_last_layer_epochs is not None:

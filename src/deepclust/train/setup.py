@@ -5,7 +5,6 @@ the whole-store embedding (DDP-sharded) through `deepclust.models.encoder.embed_
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import random
 from pathlib import Path
@@ -98,13 +97,18 @@ def gather_rng() -> list[Any]:
 
 def warn_changed_settings(out_dir: Path, cfg: TrainConfig, world: int, state: dict[str, Any]) -> None:
     """Resuming is exact only with the settings of the run (more epochs excepted)."""
-    saved = json.loads((out_dir / ckpt.CONFIG_FILE).read_text())
+    saved = ckpt.read_config(out_dir)
     now = cfg.to_dict()
     changed = sorted(k for k in now if k not in ("epochs", "device", "num_workers", "log_every", "tensorboard")
                      and saved.get(k) != now[k])
     if state["extra"].get("world_size", world) != world:
         changed.append("world_size")
         saved["world_size"], now["world_size"] = state["extra"]["world_size"], world
+    if saved.get("epochs") != now["epochs"]:
+        log.warning("resuming %s with epochs %s -> %s: every schedule (learning rate, weight decay, teacher "
+                    "momentum and temperature) is re-stretched over the new total, so the learning rate jumps "
+                    "instead of continuing its curve; resume with --epochs %s for an exact continuation",
+                    out_dir, saved.get("epochs"), now["epochs"], saved.get("epochs"))
     if changed:
         log.warning("resuming %s with changed settings %s: the run is no longer an exact continuation",
                     out_dir, ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed))
