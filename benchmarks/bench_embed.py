@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,16 +26,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-
-def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import matmul_flops  # noqa: E402
 
 
 def save_dinov2(directory: Path, *, hidden: int, layers: int, heads: int, image: int, patch: int,
@@ -85,7 +78,7 @@ def main() -> None:
     from deepclust.models.pretrained import load_pretrained
 
     load_start = os.getloadavg()[0]
-    machine_flops = matmul_flops()
+    machine_flops = matmul_flops(torch.float32)
     print(f"float32 matmul: {machine_flops / 1e9:.1f} GFLOP/s with {torch.get_num_threads()} threads")
     rng = np.random.default_rng(0)
     rows = []

@@ -27,6 +27,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import machine_line, matmul_peaks  # noqa: E402
 
 
 def build_clip(directory: Path, image_size: int, hidden: int, layers: int) -> Path:
@@ -89,6 +92,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--checkout", type=Path, default=None, help="another deepclust source tree to time")
     args = parser.parse_args()
+    peaks = matmul_peaks()
     with tempfile.TemporaryDirectory(prefix="bench-one-path-") as tmp:
         tmp_path = Path(tmp)
         model = build_clip(tmp_path / "clip", args.image_size, args.hidden, args.layers)
@@ -100,7 +104,7 @@ def main() -> None:
     print(json.dumps({"checkout": str(args.checkout or "this tree"), "images": args.images,
                       "clip_vision": f"{args.layers} layers x {args.hidden}, {args.image_size} px, patch 8",
                       "seconds": [round(t, 2) for t in times], "median_s": round(statistics.median(times), 2),
-                      "load_average": os.getloadavg()}, indent=2))
+                      "machine": machine_line(peaks), "date": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
 
 
 if __name__ == "__main__":

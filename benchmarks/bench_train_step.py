@@ -34,6 +34,9 @@ from deepclust.train.config import TrainConfig
 from deepclust.train.optim import build_optimizer
 from deepclust.train.step import Schedules, StepModule, optimizer_step
 
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+from machine import matmul_flops  # noqa: E402
+
 # Heads sized for a small machine; the views are each method's defaults (multi-crop).
 METHOD_KWARGS = {
     "dino": {"out_dim": 4096, "hidden_dim": 512, "bottleneck_dim": 128},
@@ -44,21 +47,6 @@ METHOD_KWARGS = {
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def matmul_flops(device: torch.device, n: int, reps: int = 5) -> float:
-    """Best FLOP/s of an (n x n) @ (n x n) float32 matmul (2 n^3 FLOPs)."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    a @ b
-    sync(device)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        sync(device)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def bench(method_name: str, backbone: str, device: torch.device, batch: int, steps: int, warmup: int,
@@ -136,7 +124,7 @@ def main() -> int:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     n = args.matmul_n or (8192 if device.type == "cuda" else 2048)
-    peak_before = matmul_flops(device, n)
+    peak_before = matmul_flops(torch.float32, n, device=device)
     rows = []
     for m in args.methods:
         for b in args.backbones:
@@ -144,7 +132,8 @@ def main() -> int:
             rows.append(row)
             print(f"{m:6s} {b:10s} {row['images_per_s']:8.1f} img/s  {row['gflop_per_step']:8.2f} GFLOP/step  "
                   f"{row['achieved_gflops']:8.1f} GFLOP/s  augment {100 * row['augment_share']:.0f}%", flush=True)
-    peak = max(peak_before, matmul_flops(device, n))  # measured before and after: the better is the machine's
+    # measured before and after: the better is the machine's
+    peak = max(peak_before, matmul_flops(torch.float32, n, device=device))
     lines = [
         "# Training step throughput",
         "",
