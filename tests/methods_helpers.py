@@ -85,13 +85,21 @@ CONTRACT_METHODS = {
     "swav": {"n_prototypes": 8, "hidden_dim": 16, "out_dim": 8, "freeze_prototypes_niters": 1,
              "augment": {"n_local": 2}},
     "dino": {"out_dim": 16, "hidden_dim": 16, "bottleneck_dim": 8, "augment": {"n_local": 2}},
+    "ibot": {"out_dim": 16, "hidden_dim": 16, "bottleneck_dim": 8, "augment": {"n_local": 2}},
+    "dinov2": {"out_dim": 16, "patch_out_dim": 12, "hidden_dim": 16, "bottleneck_dim": 8,
+               "augment": {"n_local": 2}},
+    "dac": {"hidden_dim": 16},
 }
+# iBOT and DINOv2 distil masked patch tokens, which only a ViT has: they run on vit_tiny only
+# (the other backbones are refused at construction, tested in tests/methods/test_ibot.py).
+VIT_ONLY_METHODS = ("ibot", "dinov2")
 CONTRACT_BACKBONES = {
     "small_cnn": {"widths": [8, 16], "convs_per_stage": 1},
     "resnet18": {"width": 8},
     "vit_tiny": {"depth": 1, "embed_dim": 48},
 }
-COMBOS = [(m, b) for m in CONTRACT_METHODS for b in CONTRACT_BACKBONES]
+COMBOS = [(m, b) for m in CONTRACT_METHODS for b in CONTRACT_BACKBONES
+          if m not in VIT_ONLY_METHODS or b == "vit_tiny"]
 
 
 def contract_images(n: int = 8, seed: int = 0) -> np.ndarray:

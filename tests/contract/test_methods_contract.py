@@ -1,11 +1,12 @@
-"""The contract every method x backbone keeps (deepcluster, swav, dino x small_cnn,
-resnet18, vit_tiny at 16 px, batch 4):
+"""The contract every method x backbone keeps (deepcluster, swav, dino, dac x small_cnn,
+resnet18, vit_tiny at 16 px, batch 4; ibot and dinov2 on vit_tiny only, because their patch
+loss needs a ViT's patch tokens and mask token):
 
 * one step gives a finite loss and a gradient for every trainable parameter (DINO's
   teacher and its weight-normalised last layer's fixed norm ``weight_g`` are frozen by
   design: requires_grad False);
 * save -> resume gives bitwise the weights of an uninterrupted run;
-* two gloo processes run two steps (one torchrun job loops over all nine cells, so the
+* two gloo processes run two steps (one torchrun job loops over every cell, so the
   process start-up is paid once); DINO + vit_tiny is the regression test for the DDP crash
   "parameters that were not used in producing loss" (the ViT's unused mask token).
 """
@@ -62,8 +63,9 @@ def test_one_step_finite_loss_and_every_trainable_parameter_gets_a_gradient(meth
     assert not missing, f"no gradient for {missing[:5]}"
     assert all(torch.isfinite(p.grad).all() for p in trainable.values())
     frozen = sorted(n for n, p in method.named_parameters() if not p.requires_grad)
-    if method_name == "dino":
-        assert frozen and all(n.startswith("teacher_") or n == "head.last_layer.weight_g" for n in frozen)
+    if method_name in ("dino", "ibot", "dinov2"):
+        fixed_norms = ("head.last_layer.weight_g", "patch_head.last_layer.weight_g")
+        assert frozen and all(n.startswith("teacher_") or n in fixed_norms for n in frozen)
     else:
         assert frozen == []
 
@@ -76,10 +78,10 @@ def test_save_then_resume_equals_an_uninterrupted_run_bitwise(tmp_path, monkeypa
     store = ArrayStore(contract_images(), None)
     full = train(cfg, store, tmp_path / "full", progress=False)
 
-    def build_and_stop_at_epoch_two(cfg):
+    def build_and_stop_at_epoch_two(cfg, **kwargs):
         # train() still builds the method itself (same RNG use as the full run); its epoch
         # hook is wrapped to stop the run right after the first checkpoint.
-        method = build_method_from_config(cfg)
+        method = build_method_from_config(cfg, **kwargs)
         original = method.on_epoch_start
 
         def on_epoch_start(ctx):

@@ -44,7 +44,7 @@ def register(subparsers) -> None:
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", default=None, metavar="NAME",
-                   help="deepcluster, swav, dino (or package.module:factory for a custom method)")
+                   help="deepcluster, swav, dino, ibot, dinov2, dac (or package.module:factory for a custom method)")
     p.add_argument("--data", default=None, metavar="SOURCE",
                    help="folder, .npz file, 'digits' or a known data set (cifar10, ...)")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory (created if missing)")

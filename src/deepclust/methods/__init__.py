@@ -16,14 +16,20 @@ from torch import nn
 
 from deepclust.methods.base import Method, StepOutput, StepState, TeacherSchedule, TrainContext
 from deepclust.methods.config import MethodConfigError, TypedConfig, config_from_mapping, field_names
+from deepclust.methods.dac import DAC, DACConfig
 from deepclust.methods.deepcluster import DeepCluster, DeepClusterConfig
 from deepclust.methods.dino import DINO, DINOConfig
+from deepclust.methods.dinov2 import DINOv2, DINOv2Config
+from deepclust.methods.ibot import iBOT, iBOTConfig
 from deepclust.methods.swav import SwAV, SwAVConfig
 
 METHODS: dict[str, type[Method]] = {
     "deepcluster": DeepCluster,
     "swav": SwAV,
     "dino": DINO,
+    "ibot": iBOT,
+    "dinov2": DINOv2,
+    "dac": DAC,
 }
 
 
@@ -63,7 +69,7 @@ def build_method(name: str, backbone: nn.Module, *, k: int, img_size: int, **met
     """Build the method ``name`` around ``backbone``.
 
     Args:
-        name: one of ``METHODS`` (deepcluster, swav, dino).
+        name: one of ``METHODS`` (deepcluster, swav, dino, ibot, dinov2, dac).
         backbone: a trunk from ``deepclust.models.backbones.build_backbone`` (``in_chans``
             must be ``method_in_chans(name, **method_kwargs)``) or an ``Encoder``; a trunk is
             wrapped in a ``BackboneEncoder`` with the method's evaluation transform.
@@ -82,7 +88,7 @@ def build_method(name: str, backbone: nn.Module, *, k: int, img_size: int, **met
     return cls(backbone, config, k=int(k), img_size=int(img_size))  # type: ignore[call-arg]
 
 
-__all__ = ["DINO", "DINOConfig", "DeepCluster", "DeepClusterConfig", "METHODS", "Method",
-           "MethodConfigError", "StepOutput", "StepState", "SwAV", "SwAVConfig", "TeacherSchedule",
-           "TrainContext", "build_method", "get_method_class", "method_config", "method_config_class",
-           "method_in_chans", "method_kwargs_accepted"]
+__all__ = ["DAC", "DACConfig", "DINO", "DINOConfig", "DINOv2", "DINOv2Config", "DeepCluster",
+           "DeepClusterConfig", "METHODS", "Method", "MethodConfigError", "StepOutput", "StepState", "SwAV",
+           "SwAVConfig", "TeacherSchedule", "TrainContext", "build_method", "get_method_class", "iBOT",
+           "iBOTConfig", "method_config", "method_config_class", "method_in_chans", "method_kwargs_accepted"]

@@ -38,6 +38,8 @@ class TeacherSchedule:
     momentum: cosine ``momentum -> momentum_end`` over all steps.
     temp: ``warmup_temp -> temp`` over ``warmup_epochs`` (`core.schedules.teacher_temp_schedule`),
     indexed by epoch (DINO) or by iteration (``per_iteration``, DINOv2).
+    patch_warmup_temp / patch_temp: the same warm-up for iBOT's patch-token teacher
+    (`StepState.teacher_patch_temp`); None: the [CLS] values.
     """
 
     momentum: float = 0.996
@@ -46,6 +48,8 @@ class TeacherSchedule:
     temp: float = 0.07
     warmup_epochs: float = 30.0
     per_iteration: bool = False
+    patch_warmup_temp: float | None = None
+    patch_temp: float | None = None
 
 
 class Method(nn.Module):

@@ -65,6 +65,7 @@ class StepState:
     weight_decay: float = 0.0
     teacher_momentum: float = 1.0    # EMA momentum of the teacher pairs (1: frozen)
     teacher_temp: float = 0.04       # teacher softmax temperature (DINO, iBOT, DINOv2)
+    teacher_patch_temp: float = 0.04  # patch-token teacher temperature (iBOT, DINOv2)
     freeze_last_layer: bool = False  # the last layer's gradients are cancelled this step
 
     @property

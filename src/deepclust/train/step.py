@@ -1,7 +1,7 @@
 """One optimisation step and the per-step schedule values, for the loop in `loop.py`.
 
 * `Schedules`: every per-iteration value as an array over the run's global steps (lr,
-  weight decay, teacher momentum, teacher temperature) from `deepclust.core.schedules`,
+  weight decay, teacher momentum, teacher [CLS] and patch temperatures) from `deepclust.core.schedules`,
   and `Schedules.state(epoch, step)` -> the `StepState` a method's `collate` and
   `training_step` receive.
 * `StepModule`: routes ``forward`` to ``method.training_step`` (so DDP sees the whole step)
@@ -46,6 +46,7 @@ class Schedules:
     epochs: int
     freeze_last_layer_epochs: int = 0
     freeze_last_layer_iters: int = 0
+    teacher_patch_temp: np.ndarray | None = None   # iBOT's patch teacher; None: teacher_temp
 
     @classmethod
     def build(cls, method: Method, *, lr: float, min_lr: float, warmup_epochs: float, weight_decay: float,
@@ -54,21 +55,28 @@ class Schedules:
         teacher = method.teacher_schedule()
         if teacher is None:
             momentum, temp = np.ones(total), np.full(total, 0.04)
+            patch_temp = temp
         else:
             momentum = cosine_momentum_schedule(teacher.momentum, teacher.momentum_end, total)
             temp = teacher_temp_schedule(teacher.warmup_temp, teacher.temp, teacher.warmup_epochs, epochs,
                                          steps_per_epoch, per_iteration=teacher.per_iteration)
+            patch_temp = teacher_temp_schedule(
+                teacher.warmup_temp if teacher.patch_warmup_temp is None else teacher.patch_warmup_temp,
+                teacher.temp if teacher.patch_temp is None else teacher.patch_temp,
+                teacher.warmup_epochs, epochs, steps_per_epoch, per_iteration=teacher.per_iteration)
         return cls(lr=cosine_schedule(lr, min_lr, total, warmup_steps=int(round(warmup_epochs * steps_per_epoch))),
                    weight_decay=cosine_schedule(weight_decay, weight_decay_end, total),
                    teacher_momentum=momentum, teacher_temp=temp, steps_per_epoch=steps_per_epoch,
                    epochs=epochs, freeze_last_layer_epochs=int(method.freeze_last_layer_epochs),
-                   freeze_last_layer_iters=int(method.freeze_last_layer_iters))
+                   freeze_last_layer_iters=int(method.freeze_last_layer_iters), teacher_patch_temp=patch_temp)
 
     def state(self, epoch: int, step: int) -> StepState:
         i = min(step, len(self.lr) - 1)
+        patch_temp = self.teacher_temp if self.teacher_patch_temp is None else self.teacher_patch_temp
         return StepState(epoch=epoch, step=step, steps_per_epoch=self.steps_per_epoch, total_epochs=self.epochs,
                          lr=float(self.lr[i]), weight_decay=float(self.weight_decay[i]),
                          teacher_momentum=float(self.teacher_momentum[i]), teacher_temp=float(self.teacher_temp[i]),
+                         teacher_patch_temp=float(patch_temp[i]),
                          freeze_last_layer=epoch < self.freeze_last_layer_epochs or step < self.freeze_last_layer_iters)
 
 

@@ -74,24 +74,38 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class LayerScale(nn.Module):
+    """CaiT / DINOv2 LayerScale: a learnable per-channel scale ``gamma * x`` of a residual
+    branch, ``gamma`` initialised to ``init`` (DINOv2: 1e-5)."""
+
+    def __init__(self, dim: int, init: float):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
 class Block(nn.Module):
-    """Pre-norm transformer block."""
+    """Pre-norm transformer block, with LayerScale on both branches when ``layerscale_init``."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop_path: float = 0.0):
+                 drop_path: float = 0.0, layerscale_init: float | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, qkv_bias)
+        self.ls1: nn.Module = LayerScale(dim, layerscale_init) if layerscale_init else nn.Identity()
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls2: nn.Module = LayerScale(dim, layerscale_init) if layerscale_init else nn.Identity()
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         y, attn = self.attn(self.norm1(x), return_attention=return_attention)
         if return_attention:
             return attn
-        x = x + self.drop_path(y)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.ls1(y))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
 
 class PatchEmbed(nn.Module):
@@ -133,13 +147,20 @@ class VisionTransformer(nn.Module):
         in_chans, embed_dim, depth, num_heads, mlp_ratio, qkv_bias: the usual ViT sizes.
         drop_path_rate: stochastic depth, linearly increasing over blocks (DINO uses 0.1).
         mask_token: create iBOT's learnable mask token (for ``masks=`` in
-            ``forward_features``); off by default so that no parameter goes unused.
+            ``forward_features``); off by default so that no parameter goes unused (a method
+            that masks calls `enable_mask_token` on the trunk it is given).
+        layerscale_init: LayerScale on every residual branch with this initial value
+            (DINOv2: 1e-5); None (default) for none.
+        num_register_tokens: learnable register tokens (Darcet et al., "Vision Transformers
+            Need Registers", ICLR 2024) placed after CLS, without position embeddings; they
+            are dropped from ``forward_features``'s outputs (``num_prefix_tokens`` counts them).
     """
 
     def __init__(self, img_size: int = 32, patch_size: int | None = None, in_chans: int = 3,
                  embed_dim: int = 192, depth: int = 12, num_heads: int = 3,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path_rate: float = 0.0,
-                 mask_token: bool = False):
+                 mask_token: bool = False, layerscale_init: float | None = None,
+                 num_register_tokens: int = 0):
         super().__init__()
         patch_size = patch_size or default_patch_size(img_size)
         if img_size % patch_size:
@@ -156,14 +177,29 @@ class VisionTransformer(nn.Module):
         # iBOT's masked-image-modelling token, zero at start as in iBOT; only when asked for.
         self.mask_token: nn.Parameter | None = (nn.Parameter(torch.zeros(1, 1, embed_dim))
                                                 if mask_token else None)
+        if num_register_tokens < 0:
+            raise ValueError(f"num_register_tokens must be >= 0, got {num_register_tokens}")
+        self.num_register_tokens = int(num_register_tokens)
+        self.num_prefix_tokens = 1 + self.num_register_tokens
+        self.register_tokens: nn.Parameter | None = (
+            nn.Parameter(torch.zeros(1, num_register_tokens, embed_dim)) if num_register_tokens else None)
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_path=r) for r in rates)
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_path=r, layerscale_init=layerscale_init)
+            for r in rates)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if self.register_tokens is not None:
+            nn.init.normal_(self.register_tokens, std=1e-6)
         self.apply(trunc_normal_init_)
+
+    def enable_mask_token(self) -> nn.Parameter:
+        """Create the learnable mask token (zeros, as in iBOT) if the ViT has none; returns it."""
+        if self.mask_token is None:
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim, device=self.cls_token.device))
+        return self.mask_token
 
     def interpolate_pos_encoding(self, h_patches: int, w_patches: int) -> torch.Tensor:
         """Position embeddings ``(1, 1 + h*w, D)`` for an ``h x w`` patch grid."""
@@ -194,7 +230,10 @@ class VisionTransformer(nn.Module):
                     f"{tuple(tokens.shape[:2])} (batch, patches)")
             tokens = torch.where(masks.unsqueeze(-1).bool(), self.mask_token.to(tokens.dtype), tokens)
         tokens = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1)
-        return tokens + self.interpolate_pos_encoding(h // self.patch_size, w // self.patch_size)
+        tokens = tokens + self.interpolate_pos_encoding(h // self.patch_size, w // self.patch_size)
+        if self.register_tokens is not None:  # after the position embeddings, as in DINOv2
+            tokens = torch.cat([tokens[:, :1], self.register_tokens.expand(b, -1, -1), tokens[:, 1:]], dim=1)
+        return tokens
 
     def forward_features(self, x: torch.Tensor, masks: torch.Tensor | None = None
                          ) -> dict[str, torch.Tensor]:
@@ -203,14 +242,14 @@ class VisionTransformer(nn.Module):
         for blk in self.blocks:
             tokens = blk(tokens)
         tokens = self.norm(tokens)
-        return {"cls": tokens[:, 0], "patch": tokens[:, 1:]}
+        return {"cls": tokens[:, 0], "patch": tokens[:, self.num_prefix_tokens:]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)["cls"]
 
     def get_last_selfattention(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax attention weights of the last block, ``(B, heads, N+1, N+1)``;
-        row 0 is the CLS query (DINO's attention maps)."""
+        """Softmax attention weights of the last block, ``(B, heads, T, T)`` with
+        ``T = num_prefix_tokens + N``; row 0 is the CLS query (DINO's attention maps)."""
         tokens = self.prepare_tokens(x)
         for blk in self.blocks[:-1]:
             tokens = blk(tokens)
