@@ -310,6 +310,14 @@ def find_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
+def prune_stale(run_dir: str | Path) -> None:
+    """Delete generations other than the one in use, and half-written ones (left by a kill
+    between the `latest` switch and the pruning, or during a save)."""
+    found = find_checkpoint(run_dir)
+    if found is not None:
+        _prune(Path(run_dir), keep=found[0].name)
+
+
 def has_checkpoint_files(run_dir: str | Path) -> bool:
     """Whether `run_dir` holds anything checkpoint-like (complete or not)."""
     run_dir = Path(run_dir)

@@ -237,6 +237,8 @@ def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
                              "or choose another --out")
     if state:
         warn_changed_settings(out_dir, cfg, world, state)
+        if rank == 0:
+            ckpt.prune_stale(out_dir)
 
     seed_everything(cfg.seed + rank)
     built = method if method is not None else build_method_from_config(cfg, trust_custom_code=trust_custom_code)
