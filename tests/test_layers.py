@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"methods"},                                                   # what a method computes
     {"train"},                                                     # orchestration
     {"features"},                                                  # any model spec -> Encoder
-    {"report", "attention", "naming", "zeroshot", "output", "pipeline"},  # pipeline stages
+    {"report", "attention", "naming", "zeroshot", "output", "pipeline", "curate"},  # pipeline stages
     {"commands", "cli", "estimator", "__main__"},                  # thin fronts
 ]
 LAYER_OF = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}

@@ -15,7 +15,7 @@ from deepclust import __version__
 from deepclust.errors import DeepclustError
 
 # Order here is the order in `deepclust --help`.
-COMMANDS = ["demo", "cluster", "train", "evaluate", "zeroshot", "attention"]
+COMMANDS = ["demo", "cluster", "train", "evaluate", "zeroshot", "attention", "curate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
