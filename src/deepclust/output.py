@@ -16,6 +16,7 @@ calls it (``deepclust cluster``, ``deepclust train``, the demo, the estimator);
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from deepclust.core.io import atomic_write_csv, atomic_write_text
+from deepclust.errors import DeepclustError
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +180,24 @@ def write_clustering(
     """Write the files of the module doc into ``out_dir``; returns ``{"assignments": path, ...}``.
 
     ``info`` is the content of metrics.json (`clustering_metrics_info`, plus names when given);
-    ``run_dir``'s ``log.csv`` feeds the report's training curves.
+    ``run_dir``'s ``log.csv`` feeds the report's training curves. A write that fails (full
+    disk, read-only folder) is a `DeepclustError` naming the folder, not a traceback.
     """
-    out = Path(out_dir)
+    try:
+        return _write_clustering(Path(out_dir), store, labels, info=info, embeddings=embeddings,
+                                 cluster_names=cluster_names, report=report, run_dir=run_dir,
+                                 cluster_extras=cluster_extras, title=title, progress=progress)
+    except OSError as exc:
+        full = exc.errno == errno.ENOSPC
+        raise DeepclustError(f"cannot write the results into {out_dir}: "
+                             f"{'the disk is full' if full else exc.strerror or exc}"
+                             f"{' (free some space and run again)' if full else ''}") from exc
+
+
+def _write_clustering(out: Path, store: Any, labels: np.ndarray, *, info: dict[str, Any],
+                      embeddings: np.ndarray | None, cluster_names: Names | None, report: bool,
+                      run_dir: str | Path | None, cluster_extras: Mapping[int, Any] | None,
+                      title: str | None, progress: bool) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     # metrics.json marks a finished clustering: drop one left by an earlier run first.
     (out / "metrics.json").unlink(missing_ok=True)

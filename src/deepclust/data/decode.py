@@ -7,7 +7,10 @@ ever sees ``uint8 (H, W, 3)``:
   :class:`~deepclust.errors.BadImageError` with a short reason whose first word is the
   category used in the skip summary (``empty file``, ``not an image``, ``truncated``,
   ``corrupt``, ``too large``, ``unreadable``). ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never
-  set: a half-written JPEG is reported, not silently padded with grey.
+  set: a half-written JPEG is reported, not silently padded with grey. libjpeg itself pads a
+  JPEG whose data ends early (or whose header claims a larger size than its data holds) with
+  grey and only warns, so a JPEG whose bottom eighth decodes to exactly that grey (128) is
+  reported as ``truncated`` too. A file without read permission is ``unreadable``.
 * EXIF orientation is applied (``ImageOps.exif_transpose``), so a phone photo stored sideways
   comes out the way it was shot.
 * Modes: ``1``/``L``/``P``/``CMYK``/``YCbCr``/``LAB``/``HSV`` are converted with Pillow;
@@ -78,8 +81,18 @@ def _open(path: Path) -> Image.Image:
         raise BadImageError("not an image: unrecognised file format") from None
     except Image.DecompressionBombError:
         return _open_huge(path)
+    except PermissionError as e:
+        raise BadImageError(f"unreadable: {e.strerror or 'permission denied'}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise BadImageError(_truncated_or_corrupt(str(e))) from None
+
+
+def _grey_padded(im: Image.Image) -> bool:
+    """libjpeg pads a JPEG whose data ends before its declared size with flat grey (128) and
+    only warns; a bottom eighth that is exactly that grey is taken as such a truncated file."""
+    arr = np.asarray(im)
+    bottom = arr[-max(1, arr.shape[0] // 8):]
+    return bool(bottom.size) and bool(np.all(np.abs(bottom.astype(np.int16) - 128) <= 1))
 
 
 def _truncated_or_corrupt(message: str) -> str:
@@ -216,6 +229,9 @@ def decode_image(path: str | Path, size: int | None = None, *, max_side: int | N
             raise BadImageError(f"corrupt: {e}") from None
         except MemoryError:
             raise BadImageError(f"too large: out of memory decoding {w}x{h} pixels") from None
+        if im.format == "JPEG" and _grey_padded(im):
+            raise BadImageError(f"truncated: the JPEG holds less data than its declared {w}x{h} pixels "
+                                "(the decoder would fill the rest with grey)")
         try:
             oriented = ImageOps.exif_transpose(im)
         except Exception:  # a broken EXIF block never makes an otherwise good image unusable

@@ -16,6 +16,7 @@ Each cluster section carries ``data-cluster``, ``data-size`` and (when known)
 from __future__ import annotations
 
 import html
+import logging
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -25,17 +26,28 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from deepclust.core.io import atomic_write_bytes
 from deepclust.errors import DataError
 from deepclust.report import plots
 from deepclust.report.stats import ClusterSummary, confusion_matrix, hungarian_column_order, summarize_clusters
 from deepclust.report.thumbnails import ensure_png, pick_thumbnails, png_data_uri, thumbnail_data_uri
+
+log = logging.getLogger(__name__)
+
+
+def _utf8(text: str) -> bytes:
+    """Valid UTF-8 for a browser: file names that are not UTF-8 (lone surrogates from
+    ``surrogateescape``) are shown with U+FFFD for the undecodable bytes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8")
 
 ClusterExtras = Mapping[int, Sequence[tuple[str, "bytes | np.ndarray"]]]
 
 _CSS = """
 :root { --fg:#1d2330; --muted:#5b6474; --line:#dde2ea; --bg:#f6f7f9; --card:#fff; --accent:#2f6fdb; }
 * { box-sizing: border-box; }
-body { margin:0; padding:24px 32px; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
+body { margin:0; padding:24px 32px; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,
+  "Noto Sans","Noto Sans CJK SC","Noto Sans CJK JP","Noto Sans CJK KR","Source Han Sans SC","PingFang SC",
+  "Hiragino Sans","Microsoft YaHei","Meiryo","Malgun Gothic",sans-serif;
        color:var(--fg); background:var(--bg); }
 h1 { margin:0 0 16px; font-size:24px; }
 h2 { margin:0 0 8px; font-size:18px; }
@@ -188,7 +200,14 @@ def _plots_html(
         )
     if embeddings is not None:
         method = plots.resolve_embedding_method(method)
-        coords, index = plots.project_2d(embeddings, method=method, max_points=max_points, seed=seed)
+        try:
+            log.info("2-D map of %d embeddings (%s)", len(embeddings), method)
+            coords, index = plots.project_2d(embeddings, method=method, max_points=max_points, seed=seed)
+        except plots.DegenerateMapError as exc:
+            figures.append(f'<p class="note" id="plot-map-note">{html.escape(str(exc))}: the images are '
+                           "(nearly) all identical.</p>")
+            embeddings = None
+    if embeddings is not None:
         shown = f"{index.size} of {labels_pred.size} points" if index.size < labels_pred.size else "all points"
         figures.append(
             _figure(
@@ -349,14 +368,5 @@ def write_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "report.html"
-    # Write to a temporary name and rename, so a reader never sees half a page.
-    fd, tmp_name = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(page)
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it owner-only; a report is meant to be shared
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(target, _utf8(page))  # temporary file + rename: never half a page
     return target

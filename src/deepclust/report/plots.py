@@ -97,8 +97,13 @@ def project_2d(
             settled map for display at half the cost of scikit-learn's default 1000.
         n_threads: threads for t-SNE (see the comment at the call for why 1 by default).
 
+    Duplicate rows (identical images) are drawn once: only the first of each is kept.
+
     Returns:
         ``coords`` ``(M, 2)`` float32 and ``index`` ``(M,)`` int64 rows of ``embeddings`` used.
+
+    Raises:
+        DegenerateMapError: fewer than `MIN_DISTINCT_POINTS` distinct rows.
     """
     x = np.asarray(embeddings, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] == 0:
@@ -110,12 +115,10 @@ def project_2d(
     index = np.arange(x.shape[0])
     if x.shape[0] > max_points:
         index = np.sort(rng.choice(x.shape[0], size=max_points, replace=False))
-    x = x[index]
+    x, index = _distinct_rows(x[index], index)
     n, dim = x.shape
-    if n < 3:
-        # Too few points for any projection: lay them on a line.
-        coords = np.stack([np.arange(n, dtype=np.float32), np.zeros(n, np.float32)], axis=1)
-        return coords, index.astype(np.int64)
+    if n < MIN_DISTINCT_POINTS:
+        raise DegenerateMapError(f"only {n} distinct embedding(s): no 2-D map is drawn")
 
     from sklearn.decomposition import PCA
 
@@ -147,6 +150,24 @@ def project_2d(
         with threadpool_limits(limits=n_threads):
             coords = tsne.fit_transform(x)
     return np.asarray(coords, dtype=np.float32), index.astype(np.int64)
+
+
+MIN_DISTINCT_POINTS = 3
+
+
+class DegenerateMapError(DataError):
+    """Fewer than `MIN_DISTINCT_POINTS` distinct embeddings: a map would show nothing (and
+    t-SNE's native code crashes on all-identical points); the report says so instead."""
+
+
+def _distinct_rows(x: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first of each group of (numerically) identical rows, in index order: duplicate
+    images would sit on one spot anyway, and t-SNE/UMAP misbehave on exact duplicates."""
+    scale = float(np.abs(x).max()) or 1.0
+    keys = np.round(x / scale, 6)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    first = np.sort(first)
+    return x[first], index[first]
 
 
 def plot_embedding_2d(
