@@ -37,19 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    for subparser in sub.choices.values():  # -v also after the sub-command
+        subparser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                               help="more log output (deepclust's debug messages)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(message)s",
-    )
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # -v: deepclust's own debug lines, not those of matplotlib, PIL, urllib3, ... (a flood).
+    logging.getLogger("deepclust").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     # faiss announces which SIMD build it loaded at INFO level on every import; that is
-    # noise for users, so only its warnings get through.
-    logging.getLogger("faiss").setLevel(logging.WARNING)
+    # noise for users, so only its warnings get through (matplotlib's font scan likewise).
+    for noisy in ("faiss", "matplotlib", "PIL", "urllib3", "filelock", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

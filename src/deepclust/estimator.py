@@ -88,6 +88,19 @@ def check_images(x: Any, name: str = "x") -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def _small_image_recipe(method: str, image_size: int) -> str | None:
+    """``digits_<method>`` for images of at most 32 px when that recipe exists, else None."""
+    from deepclust.train.config import resolve_config_path
+
+    if image_size > 32 or ":" in method:
+        return None
+    try:
+        resolve_config_path(f"digits_{method}")
+    except DeepclustError:
+        return None
+    return f"digits_{method}"
+
+
 class DeepClusterer(ClusterMixin, BaseEstimator):
     """Train ``method`` on images (or take an existing ``model``), then cluster them into ``k``.
 
@@ -99,8 +112,13 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
             ``hf:<id or dir>``, a Hugging Face folder, ``raw``, ``pca`` or an ``nn.Module``.
         epochs, batch_size, lr: override the recipe's values when given.
         config: a recipe name (``"digits_dino"``), a YAML path, or a dict of
-            ``TrainConfig`` fields; the arguments above take precedence over it.
-        device: auto | cpu | cuda.
+            ``TrainConfig`` fields; the arguments above take precedence over it. None: for
+            small images (at most 32 px) the CPU-sized ``digits_<method>`` recipe when there is
+            one (what ``deepclust train --config digits_dino`` runs: about a minute on
+            digits instead of many with the generic defaults), else the defaults.
+        device: auto | cpu | cuda | cuda:N | mps (checked: an unknown or absent device is an error).
+        trust_custom_code: allow a ``package.module:factory`` method (or a run made with one)
+            to be imported; off, such a method is refused.
         random_state: seed of training and k-means.
         out_dir: where the run (checkpoints, log.csv, and the clustering files of
             ``deepclust train``) is written; a temporary folder removed after ``fit`` when None.
@@ -125,7 +143,7 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
                  lr: float | None = None, config: str | Path | dict | None = None, device: str = "auto",
                  random_state: int = 0, out_dir: str | Path | None = None, verbose: bool = True,
                  whiten_dim: int | str | None = "auto", spherical: bool | None = None, n_init: int = 10,
-                 balanced: bool = False, method_kwargs: dict | None = None):
+                 balanced: bool = False, method_kwargs: dict | None = None, trust_custom_code: bool = False):
         self.method = method
         self.k = k
         self.backbone = backbone
@@ -143,6 +161,7 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         self.n_init = n_init
         self.balanced = balanced
         self.method_kwargs = method_kwargs
+        self.trust_custom_code = trust_custom_code
 
     # --- configuration --------------------------------------------------------------
     def _build_config(self, image_size: int, n_images: int):
@@ -153,6 +172,9 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
             d = {**TrainConfig().to_dict(), "method": self.method, **self.config}
         elif self.config is not None:
             d = TrainConfig.load(self.config).to_dict()
+        elif (recipe := _small_image_recipe(self.method, image_size)) is not None:
+            log.info("no config given: training with the %s recipe (small images)", recipe)
+            d = TrainConfig.load(recipe).to_dict()
         else:
             d = TrainConfig().to_dict()
         if self.method != d["method"]:
@@ -190,6 +212,9 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         and cluster it; ``y`` is ignored."""
         if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
             raise DeepclustError(f"k must be a positive integer, got {self.k!r}")
+        from deepclust.core.device import resolve_device
+
+        resolve_device(self.device)  # an unknown or absent device fails here, before any work
         if self.model is not None:
             return self._fit_with_model(x)
         from deepclust.train.loop import train
@@ -202,7 +227,7 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         with tempfile.TemporaryDirectory(prefix="deepclust-fit-") as tmp:
             run_dir = Path(self.out_dir) if self.out_dir is not None else Path(tmp) / "run"
             # Exactly `deepclust train`: train, then the pipeline of `cluster --model RUN`.
-            train(cfg, store, run_dir, progress=self.verbose)
+            train(cfg, store, run_dir, progress=self.verbose, trust_custom_code=self.trust_custom_code)
             self._cluster(store, str(run_dir))
         self.run_dir_ = Path(self.out_dir) if self.out_dir is not None else None
         return self
@@ -215,7 +240,8 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         elif isinstance(self.model, str) and self.model in ("raw", "pca"):
             loaded = None  # built once the store's working size is known
         else:
-            loaded = load_model(self.model, device=self.device)  # before decoding: fails fast
+            loaded = load_model(self.model, device=self.device,  # before decoding: fails fast
+                                trust_custom_code=self.trust_custom_code)
         store = self._to_store(x, size=getattr(loaded, "image_size", None),
                                max_size=getattr(loaded, "max_size", 96))
         if len(store.images) < self.k:
@@ -232,7 +258,8 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
 
         if not isinstance(model, LoadedModel):
             model = load_model(model, device=self.device, image_size=int(store.images.shape[1]),
-                               pca_dim=min(50, len(store.images) - 1), seed=int(self.random_state))
+                               pca_dim=min(50, len(store.images) - 1), seed=int(self.random_state),
+                               trust_custom_code=self.trust_custom_code)
         result = cluster_store(store, k=int(self.k), out_dir=out_dir if out_dir is not None else model.spec,
                                model=model, seed=int(self.random_state), n_init=int(self.n_init),
                                spherical=self.spherical, balanced=bool(self.balanced),

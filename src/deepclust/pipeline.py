@@ -87,10 +87,12 @@ def cluster_source(source: str, *, k: int, out_dir: str | Path, features: str = 
     The output folder is checked (and locked) before anything is loaded or decoded.
     The other keyword arguments are those of `cluster_store`.
     """
+    from deepclust.core.device import resolve_device
     from deepclust.data.store import load_images
     from deepclust.features.load import DEFAULT_MAX_SIZE
 
     check_k(k)  # fail before minutes of decoding, not after
+    resolve_device(device)
     if isinstance(model, str) and model in PIXEL_FEATURES:
         features, model = model, None  # `--model raw` means the pixel features
     if attention and not model:

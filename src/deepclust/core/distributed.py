@@ -119,9 +119,14 @@ def init_from_env(device: str = "auto") -> torch.device:
     """Initialise the process group when launched by torchrun; return this process' device.
 
     In a plain `python` run (no WORLD_SIZE in the environment, or WORLD_SIZE=1) nothing
-    is initialised. `device` is "cpu", "cuda" or "auto" (cuda if available).
+    is initialised. `device` is resolved by `deepclust.core.device.resolve_device` (auto, cpu,
+    cuda, cuda:N, mps; an unknown or absent device is a DeepclustError); under torchrun each
+    process takes the GPU of its LOCAL_RANK.
     """
-    use_cuda = (device == "auto" and torch.cuda.is_available()) or device.startswith("cuda")
+    from deepclust.core.device import resolve_device
+
+    resolved = resolve_device(device)
+    use_cuda = resolved.type == "cuda"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if world > 1 and not is_dist():
@@ -129,9 +134,11 @@ def init_from_env(device: str = "auto") -> torch.device:
         if use_cuda:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
-    if use_cuda:
-        return torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
-    return torch.device("cpu")
+    if use_cuda and world > 1:
+        return torch.device("cuda", local_rank)
+    if use_cuda and resolved.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return resolved
 
 
 def cleanup() -> None:

@@ -84,9 +84,13 @@ def embed_store(
         raise DeepclustError(f"{loaded.spec} produced NaN or infinite embeddings; the model may be broken "
                              "(check its checkpoint) or the input corrupt.")
     if paths is not None:
-        _cache.save_atomic(paths[0], features)
-        if logits is not None:
-            _cache.save_atomic(paths[1], np.ascontiguousarray(logits, dtype=np.float32))
+        try:
+            _cache.save_atomic(paths[0], features)
+            if logits is not None:
+                _cache.save_atomic(paths[1], np.ascontiguousarray(logits, dtype=np.float32))
+        except OSError as exc:  # the cache is optional: a full or read-only cache never stops the work
+            log.warning("embeddings of %s not cached (%s: %s); going on without the cache",
+                        loaded.spec, paths[0].parent, exc.strerror or exc)
     return Embedded(features, logits, time.perf_counter() - start, False)
 
 
