@@ -72,6 +72,7 @@ def test_split_budget(budget, caps, expected):
 def test_default_clusters_and_bad_settings():
     assert default_clusters(10_000, 2) == [464, 22]
     assert default_clusters(10, 3) == [6, 3, 2]
+    assert default_clusters(2, 2) == [2] and default_clusters(1, 2) == [1]  # no level that does not decrease
     x, _ = _big_and_rare(n_big=20)
     with pytest.raises(DeepclustError, match="decrease"):
         hierarchical_kmeans(x, [4, 8])

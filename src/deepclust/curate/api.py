@@ -267,7 +267,8 @@ def curate(
     keep = _alive(len(store), removed)
     summary = _summary(store, loaded, thr, keep, removed, groups, index, x.shape[1], ks, start,
                        dict(against=against, seed=seed_source, per_query=per_query if seed_source else None,
-                            target_size=target_size, neighbors=neighbors, resample_steps=resample_steps))
+                            target_size=target_size, neighbors=neighbors, resample_steps=resample_steps,
+                            random_seed=seed))
     result = CurationResult(list(store.paths), keep, removed, groups, summary, Path(out_dir), balance=balance)
     result.files = write_curation(result, store, report=report, progress=progress)
     return result

@@ -53,9 +53,10 @@ class Hierarchy:
 
 
 def default_clusters(n: int, levels: int = DEFAULT_LEVELS) -> list[int]:
-    """The geometric ladder of the module doc, each at least 2 and decreasing."""
-    ks = [max(2, int(round(n ** ((levels + 1 - t) / (levels + 1))))) for t in range(1, levels + 1)]
-    return [min(k, n) for k in ks]
+    """The geometric ladder of the module doc (each at least 2, at most ``n``); levels that
+    would not decrease (tiny ``n``) are dropped."""
+    ks = [min(n, max(2, int(round(n ** ((levels + 1 - t) / (levels + 1)))))) for t in range(1, levels + 1)]
+    return [k for i, k in enumerate(ks) if i == 0 or k < ks[i - 1]]
 
 
 def check_clusters(clusters: list[int], n: int) -> list[int]:
