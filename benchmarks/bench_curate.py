@@ -154,9 +154,12 @@ def _child(task: dict) -> dict:
 
 
 def _run_task(task: dict) -> None:
+    import faiss
     import torch
 
-    torch.set_num_threads(int(task.pop("threads")))
+    threads = int(task.pop("threads"))
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
     kind = task.pop("kind")
     result = {"quality": lambda: {"rows": _quality(argparse.Namespace(**task))},
               "images": lambda: _scale_images(task["source"]),

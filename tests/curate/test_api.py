@@ -158,3 +158,13 @@ def test_a_random_flip_invariant_encoder_finds_the_flip_but_not_colour_changes(d
     groups = {frozenset(result.paths[m] for m in g.members): g.kind for g in result.groups}
     found = {"copy": "exact", "bmp": "exact", "jpeg": "near", "resize": "near", "crop": "near", "flip": "near"}
     assert groups == {frozenset({str(originals[KINDS[k]]), str(copies[k])}): kind for k, kind in found.items()}
+
+
+def test_a_broken_run_directory_is_a_clear_error(duplicates_folder, tmp_path):
+    root, _, _ = duplicates_folder
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}", encoding="utf-8")
+    (run / "model.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(DeepclustError, match="run"):
+        curate(root, out_dir=tmp_path / "out", model=str(run), progress=False)

@@ -65,3 +65,15 @@ def test_every_output_round_trips_odd_file_names(tmp_path):
     assert sum(before) == 14 - summary["removed"]["exact"] - summary["removed"]["near"] and sum(after) == 6
     assert result.balance is not None
     assert sorted(before) == sorted(result.balance["before"]) and sorted(after) == sorted(result.balance["after"])
+
+
+def test_report_page_caps_thumbnails_per_group_and_counts_the_rest(tmp_path):
+    from deepclust.report.curation import write_curation_report
+
+    images = np.zeros((30, 8, 8, 3), dtype=np.uint8)
+    paths = [f"img{i}.png" for i in range(30)]
+    page = write_curation_report(tmp_path, images=images, paths=paths, summary={"n_images": 30},
+                                 groups=[("exact", list(range(30)), [1.0] * 30), ("near", [0, 1], [1.0, 0.97])],
+                                 max_members=24).read_text(encoding="utf-8")
+    assert page.count("<figure") == 24 + 2 and "and 6 more (duplicates.csv)" in page
+    assert "cos 0.970" in page and 'id="balance"' not in page  # no sampling: no balance section

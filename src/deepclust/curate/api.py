@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from deepclust.cluster import l2_normalize
 from deepclust.curate.decontaminate import contaminated
 from deepclust.curate.dedup import DEFAULT_NEIGHBORS, DuplicateGroup, exact_groups, near_groups
 from deepclust.curate.retrieval import retrieve
@@ -145,7 +144,10 @@ class _Embedder:
         if first:
             self.mean = (x.mean(axis=0, keepdims=True) if not self.loaded.spherical
                          else np.zeros((1, x.shape[1]), dtype=np.float32))
-        return l2_normalize(np.ascontiguousarray(x - self.mean, dtype=np.float32))
+        x = np.array(x, dtype=np.float32, order="C")  # one copy, centred and scaled in place
+        x -= self.mean
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return x
 
 
 def default_threshold(loaded: LoadedModel) -> float:

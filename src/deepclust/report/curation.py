@@ -75,19 +75,22 @@ def _balance_html(balance: Mapping[str, Sequence[int]] | None) -> str:
             + "".join(rows) + "</table></section>")
 
 
-def _group_html(number: int, group: Group, images: np.ndarray, paths: Sequence[str], thumb: int) -> str:
+def _group_html(number: int, group: Group, images: np.ndarray, paths: Sequence[str], thumb: int,
+                max_members: int) -> str:
     kind, members, sims = group
     figures = []
-    for j, (m, s) in enumerate(zip(members, sims)):
+    for j, (m, s) in enumerate(zip(members[:max_members], sims[:max_members])):
         name = os.path.basename(paths[m]) or paths[m]
         label = "kept" if j == 0 else f"cos {s:.3f}"
         figures.append(
             f'<figure class="{"kept" if j == 0 else "member"}" title="{_esc(paths[m])}">'
             f'<img src="{thumbnail_data_uri(np.asarray(images[m]), thumb)}" alt="{_esc(name)}">'
             f"<figcaption>{_esc(label)}<br>{_esc(name)}</figcaption></figure>")
+    hidden = len(members) - len(figures)
+    more = f'<p class="muted">and {hidden} more (duplicates.csv)</p>' if hidden > 0 else ""
     return (f'<section class="group" data-kind="{_esc(kind)}" data-size="{len(members)}">'
             f"<h2>group {number} <span class=\"muted\">{_esc(kind)}, {len(members)} images</span></h2>"
-            f'<div class="members">{"".join(figures)}</div></section>')
+            f'<div class="members">{"".join(figures)}</div>{more}</section>')
 
 
 def write_curation_report(
@@ -99,6 +102,7 @@ def write_curation_report(
     summary: Mapping[str, Any],
     balance: Mapping[str, Sequence[int]] | None = None,
     max_groups: int = 200,
+    max_members: int = 24,
     thumb_size: int = 96,
     title: str = "deepclust curation",
     progress: bool = False,
@@ -110,6 +114,7 @@ def write_curation_report(
         groups: ``(kind, members, similarities)`` per duplicate group, kept member first.
         balance: ``{"before": sizes, "after": sizes}`` of the top-level clusters, or None.
         max_groups: groups shown at most (largest first); the rest are counted.
+        max_members: thumbnails per group at most (the kept one and the first others).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +123,7 @@ def write_curation_report(
     body = [f"<h1>{_esc(title)}</h1>", _summary_html(summary), _balance_html(balance),
             f'<h2 id="groups">Duplicate groups ({len(groups)})</h2>']
     for g in tqdm(shown, desc="report groups", disable=not progress):
-        body.append(_group_html(g, groups[g], images, paths, thumb_size))
+        body.append(_group_html(g, groups[g], images, paths, thumb_size, max_members))
     if len(order) > len(shown):
         body.append(f'<p class="muted">{len(order) - len(shown)} more groups in duplicates.csv</p>')
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
