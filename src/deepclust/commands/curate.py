@@ -56,6 +56,8 @@ def register(subparsers) -> None:
                    help="pixel features when no --model is given (default: raw)")
     p.add_argument("--model", metavar="DIR|hf:ID", default=None,
                    help="embed with a training run directory, hf:<id or dir>, or a Hugging Face folder")
+    p.add_argument("--pca-dim", type=int, default=50, metavar="D",
+                   help="dimensions kept by --features pca (default: 50; at most the number of images)")
     p.add_argument("--size", type=int, default=None, metavar="S",
                    help="working image size (default: chosen from the source, at most 96; a run's own size)")
     p.add_argument("--threshold", type=float, default=None, metavar="COS",
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from deepclust.curate import curate
 
     result = curate(
-        args.source, out_dir=args.out, model=args.model, features=args.features, size=args.size,
+        args.source, out_dir=args.out, model=args.model, features=args.features, size=args.size, pca_dim=args.pca_dim,
         threshold=args.threshold, against=args.against, seed_source=args.seed_source, per_query=args.per_query,
         target_size=args.target_size, levels=args.levels, clusters=args.clusters,
         resample_steps=args.resample_steps, neighbors=args.neighbors, exact_limit=args.exact_limit,

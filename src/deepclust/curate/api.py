@@ -55,6 +55,7 @@ DEFAULT_FEATURES = "raw"
 #: "model" is not measured yet. See docs/curation.md.
 DEFAULT_THRESHOLDS = {"raw": 0.93, "pca": 0.90, "model": 0.95}
 PIXEL_FEATURES = ("raw", "pca")
+DEFAULT_PCA_DIM = 50
 
 
 @dataclass
@@ -111,12 +112,13 @@ def check_options(threshold: float | None, per_query: int, target_size: int | No
         raise DeepclustError(f"target size must be a positive whole number of images, got {target_size!r}")
 
 
-def _load(model: Any, features: str | None, device: str, image_size: int | None) -> LoadedModel:
+def _load(model: Any, features: str | None, device: str, image_size: int | None,
+          pca_dim: int = DEFAULT_PCA_DIM) -> LoadedModel:
     spec = model if model is not None else (features or DEFAULT_FEATURES)
     if isinstance(spec, LoadedModel):
         return spec
     try:
-        return load_model(spec, device=device, image_size=image_size)
+        return load_model(spec, device=device, image_size=image_size, pca_dim=pca_dim)
     except DeepclustError:
         raise
     except Exception as exc:  # a broken checkpoint or folder: say which, never a traceback
@@ -203,6 +205,7 @@ def curate(
     model: str | nn.Module | LoadedModel | None = None,
     features: str | None = None,
     size: int | None = None,
+    pca_dim: int = DEFAULT_PCA_DIM,
     threshold: float | None = None,
     against: str | None = None,
     seed_source: str | None = None,
@@ -223,9 +226,9 @@ def curate(
     """Curate ``source`` (a folder, .npz, known name, or an `ImageStore`) into ``out_dir``.
 
     ``model`` (a run directory, ``hf:<id>``, a Hugging Face folder, a module) takes precedence
-    over ``features`` (``raw`` or ``pca``; default ``raw``). ``threshold`` is an absolute cosine
-    similarity in (0, 1]: pairs at or above it are near duplicates (default per feature kind,
-    `DEFAULT_THRESHOLDS`). ``against``: an evaluation source to decontaminate from.
+    over ``features`` (``raw``, the default, or ``pca`` with ``pca_dim`` dimensions). ``threshold``
+    is an absolute cosine similarity in (0, 1]: pairs at or above it are near duplicates
+    (default per feature kind, `DEFAULT_THRESHOLDS`). ``against``: an evaluation source to decontaminate from.
     ``seed_source`` + ``per_query``: retrieval around a curated seed set. ``target_size``:
     hierarchical k-means sampling with ``levels`` levels of ``clusters`` clusters (default
     `default_clusters`). See the module doc for the order of the stages and docs/curation.md.
@@ -239,7 +242,7 @@ def curate(
     start = time.perf_counter()
     check_options(threshold, per_query, target_size, levels, resample_steps=resample_steps,
                   neighbors=neighbors - 1, exact_limit=exact_limit, nprobe=nprobe - 1)
-    loaded, store = _open(source, model, features, size, device, progress)
+    loaded, store = _open(source, model, features, size, pca_dim, device, progress)
     if target_size is not None and target_size > len(store):
         raise DeepclustError(f"target size {target_size} is larger than the source ({len(store)} usable images)")
     embed = _Embedder(loaded, batch_size, progress)
@@ -280,7 +283,7 @@ def _alive(n: int, removed: dict[int, Removal]) -> np.ndarray:
     return np.asarray([i for i in range(n) if i not in removed], dtype=np.int64)
 
 
-def _open(source: Any, model: Any, features: str | None, size: int | None, device: str,
+def _open(source: Any, model: Any, features: str | None, size: int | None, pca_dim: int, device: str,
           progress: bool) -> tuple[LoadedModel, Any]:
     """The model (before decoding, so a bad one fails in seconds) and the store."""
     from deepclust.data.store import load_images
@@ -296,7 +299,7 @@ def _open(source: Any, model: Any, features: str | None, size: int | None, devic
     store = source if hasattr(source, "images") else load_images(
         source, size=size, max_size=loaded.max_size if loaded else DEFAULT_MAX_SIZE, progress=progress)
     if loaded is None:
-        loaded = _load(None, features, device, store.size)
+        loaded = _load(None, features, device, store.size, pca_dim)
     return loaded, store
 
 
@@ -309,7 +312,8 @@ def _summary(store: Any, loaded: LoadedModel, threshold: float, keep: np.ndarray
         "n_kept": int(len(keep)), "n_removed": len(removed),
         "removed": {k: kinds.count(k) for k in ("exact", "near", "contaminates", "not_retrieved", "not_sampled")},
         "exact_groups": sum(g.kind == "exact" for g in groups), "near_groups": sum(g.kind == "near" for g in groups),
-        "features": loaded.spec, "feature_kind": loaded.kind, "embed_dim": int(dim),
+        "features": loaded.spec, "feature_kind": loaded.kind, "model_identity": loaded.identity,
+        "embed_dim": int(dim),
         "centred": not loaded.spherical, "threshold": threshold, "index": index,
         "clusters_per_level": clusters, **options, "seconds": round(time.perf_counter() - start, 3),
     }
