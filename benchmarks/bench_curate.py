@@ -12,7 +12,9 @@ Three parts (each measurement runs in a fresh child process, so ``ru_maxrss`` is
    (the copy lands in its original's group). The detector is `near_groups` over every image
    (no exact-hash step, so it is the embedding alone that is measured).
 2. **Scale on images** (``--scale-images``, e.g. ``/tmp/cifar10`` = train + test, 60,000):
-   wall time and peak RSS of a whole ``curate`` (raw features, dedup only).
+   decoding time, then wall time and peak RSS of a whole ``curate`` of the store per
+   ``--scale-features`` (exact + near duplicates, and hierarchical sampling down to
+   ``--scale-target`` images when given).
 3. **Scale on synthetic embeddings** (``--synthetic N``): N random unit vectors (dim
    ``--dim``) with 1% injected near copies, near-duplicate groups with the exact index
    (IndexFlatIP) and with IVF; time, peak RSS and IVF's recall of the exact groups' pairs.
@@ -20,11 +22,16 @@ Three parts (each measurement runs in a fresh child process, so ``ru_maxrss`` is
 The lead's full run (one machine, nothing else running):
 
     python benchmarks/bench_curate.py --cifar /tmp/cifar10/test --n-images 10000 --n-dups 1200 \
-        --model RUN_DIR --scale-images /tmp/cifar10 --synthetic 1000000 --json bench_curate.json
+        --model RUN_DIR --scale-images /tmp/cifar10 --scale-features raw pca --scale-target 30000 \
+        --synthetic 1000000 --threads 2 --json bench_curate.json
+
+(``--model`` is optional: a run trained at 32 px. The exact index on 1,000,000 vectors is
+quadratic, about 1.3e14 multiply-adds at dim 128; add ``--no-exact`` to time IVF alone.)
 
 Smoke run (seconds):
 
-    python benchmarks/bench_curate.py --n-images 500 --n-dups 120 --synthetic 20000
+    python benchmarks/bench_curate.py --n-images 500 --n-dups 120 --synthetic 20000 --scale-images digits \
+        --scale-features raw pca --scale-target 500
 """
 
 from __future__ import annotations
@@ -119,14 +126,24 @@ def _quality(args: argparse.Namespace) -> list[dict]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _scale_images(source: str) -> dict:
+def _scale_images(source: str, features: str, target: int) -> dict:
+    """A whole curate of ``source`` (decode once, embed, exact + near duplicates, optional sampling)."""
     from deepclust.curate import curate
+    from deepclust.data.store import load_images
 
+    start = time.perf_counter()
+    store = load_images(source, progress=False)  # decoding is timed apart (cached on a second run)
+    decode_s = time.perf_counter() - start
     out = tempfile.mkdtemp(prefix="bench_curate_out_")
     start = time.perf_counter()
-    result = curate(source, out_dir=out, features="raw", device="cpu", report=False, progress=False)
-    return {"n_images": len(result.paths), "seconds": round(time.perf_counter() - start, 2),
-            "index": result.summary["index"]["near_duplicates"], "near_groups": result.summary["near_groups"]}
+    result = curate(store, out_dir=out, features=features, device="cpu", report=False, progress=False,
+                    target_size=target or None)
+    shutil.rmtree(out, ignore_errors=True)
+    return {"n_images": len(result.paths), "features": features, "target_size": target or None,
+            "decode_s": round(decode_s, 2), "curate_s": round(time.perf_counter() - start, 2),
+            "clusters_per_level": result.summary["clusters_per_level"],
+            "index": result.summary["index"]["near_duplicates"], "near_groups": result.summary["near_groups"],
+            "exact_groups": result.summary["exact_groups"]}
 
 
 def _synthetic(n: int, dim: int, exact: bool, seed: int) -> dict:
@@ -162,7 +179,7 @@ def _run_task(task: dict) -> None:
     faiss.omp_set_num_threads(threads)
     kind = task.pop("kind")
     result = {"quality": lambda: {"rows": _quality(argparse.Namespace(**task))},
-              "images": lambda: _scale_images(task["source"]),
+              "images": lambda: _scale_images(task["source"], task["features"], task["target"]),
               "synthetic": lambda: _synthetic(task["n"], task["dim"], task["exact"], task["seed"])}[kind]()
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result))
@@ -175,6 +192,9 @@ def main() -> None:
     p.add_argument("--n-dups", type=int, default=120)
     p.add_argument("--model", default=None, help="a trained run directory (optional third encoder)")
     p.add_argument("--scale-images", default=None, help="a source to time a whole curate on (e.g. /tmp/cifar10)")
+    p.add_argument("--scale-features", nargs="+", default=["raw"], choices=["raw", "pca"])
+    p.add_argument("--scale-target", type=int, default=0,
+                   help="also sample the scale run down to this many images (0: dedup only)")
     p.add_argument("--synthetic", type=int, default=0, help="number of synthetic embeddings (0: skip)")
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--no-exact", action="store_true",
@@ -194,7 +214,8 @@ def main() -> None:
     results["quality"] = _child({"kind": "quality", "cifar": args.cifar, "n_images": args.n_images,
                                  "n_dups": args.n_dups, "model": args.model, **common})
     if args.scale_images:
-        results["images"] = _child({"kind": "images", "source": args.scale_images, **common})
+        results["images"] = [_child({"kind": "images", "source": args.scale_images, "features": f,
+                                     "target": args.scale_target, **common}) for f in args.scale_features]
     if args.synthetic:
         results["synthetic"] = [_child({"kind": "synthetic", "n": args.synthetic, "dim": args.dim, "exact": e,
                                         **common}) for e in ((False,) if args.no_exact else (True, False))]
@@ -211,9 +232,8 @@ def _print(results: dict) -> None:
         print(f"| {r['features']} | {r['threshold']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | "
               + " | ".join(f"{r['recall_' + k]:.2f}" for k in KINDS) + f" | {r['groups']} |")
     print(f"\nquality run peak RSS {results['quality']['peak_rss_mb']} MB")
-    for key in ("images",):
-        if key in results:
-            print(f"\n{key}: {json.dumps(results[key])}")
+    for r in results.get("images", []):
+        print(f"\nimages: {json.dumps(r)}")
     for r in results.get("synthetic", []):
         print(f"\nsynthetic: {json.dumps(r)}")
 
