@@ -32,3 +32,18 @@ def test_other_sources_go_through_the_pca_fitted_on_source_and_its_mean(tmp_path
     assert np.allclose(x_eval, l2_normalize(raw_eval - mean), atol=1e-5)
     assert not np.allclose(raw_eval, own_fit, atol=1e-3)
     assert np.allclose(np.linalg.norm(x_eval, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_cached_source_embedding_fits_the_pca_only_when_another_source_follows(tmp_path):
+    source, evaluation = _npz(tmp_path / "a.npz", 0), _npz(tmp_path / "b.npz", 1)
+    _Embedder(_load(None, "pca", "cpu", source.size), 16, False)(source)  # fills the embedding cache
+    loaded = _load(None, "pca", "cpu", source.size)
+    embed = _Embedder(loaded, 16, False)
+    x_source = embed(source)
+    assert not loaded.encoder.fitted  # a cache hit: nothing fitted for a dedup-only run
+    x_eval = embed(evaluation)
+    assert loaded.encoder.fitted
+    raw_source = embed_images(loaded.encoder, source.images)
+    mean = raw_source.mean(axis=0, keepdims=True)
+    assert np.allclose(x_source, l2_normalize(raw_source - mean), atol=1e-5)
+    assert np.allclose(x_eval, l2_normalize(embed_images(loaded.encoder, evaluation.images) - mean), atol=1e-5)

@@ -131,14 +131,17 @@ class _Embedder:
     def __init__(self, loaded: LoadedModel, batch_size: int, progress: bool):
         self.loaded, self.batch_size, self.progress = loaded, batch_size, progress
         self.mean: np.ndarray | None = None
+        self.source: Any = None
 
     def __call__(self, store: Any) -> np.ndarray:
         from deepclust.models.encoder import PCAEncoder
 
         encoder = self.loaded.encoder
         first = self.mean is None
-        if isinstance(encoder, PCAEncoder) and not encoder.fitted:
-            encoder.fit(np.asarray(store.images), batch_size=self.batch_size)
+        if first:
+            self.source = store  # embed_store fits a PCA on it on a cache miss
+        elif isinstance(encoder, PCAEncoder) and not encoder.fitted:  # SOURCE came from the cache
+            encoder.fit(np.asarray(self.source.images), batch_size=self.batch_size)
         # A cached PCA embedding of another store may come from a PCA fitted on that store.
         cache = first or not isinstance(encoder, PCAEncoder)
         x = embed_store(self.loaded, store, batch_size=self.batch_size, cache=cache,
