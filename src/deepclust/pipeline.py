@@ -208,6 +208,7 @@ def _cluster_store(store: Any, *, k: int, out_dir: str | Path, features: str, mo
     x = embedded.features
     spherical = loaded.spherical if spherical is None else bool(spherical)
     whiten_dim = loaded.whiten_dim if whiten_dim is None else int(whiten_dim)
+    n_init = _check_duplicates(x, k, n_init)
     log.info("k-means: k=%d, n_init=%d, %s%s", k, n_init, "cosine" if spherical or whiten_dim else "euclidean",
              f", whitened to {whiten_dim} dims" if whiten_dim else "")
     clustering = cluster_embeddings(x, k, spherical=spherical, whiten_dim=whiten_dim, n_init=n_init,
@@ -242,6 +243,28 @@ def _cluster_store(store: Any, *, k: int, out_dir: str | Path, features: str, mo
     return ClusterResult(labels=labels, metrics=metrics, paths=list(store.paths), out_dir=Path(out_dir),
                          files=files, summary=summary, info=info, cluster_names=names,
                          clustering=clustering, embeddings=x)
+
+
+def count_distinct_rows(x: np.ndarray) -> int:
+    """Number of distinct rows of ``x`` (exact bytes; a hash per row, O(N D))."""
+    import hashlib
+
+    rows = np.ascontiguousarray(x)
+    return len({hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows})
+
+
+def _check_duplicates(x: np.ndarray, k: int, n_init: int) -> int:
+    """Warn about identical images (they always share a cluster); with at most k distinct
+    rows k-means has nothing to search, so one restart is enough (n_init -> 1)."""
+    distinct = count_distinct_rows(x)
+    if distinct <= k:
+        log.warning("only %d distinct image(s) among %d: identical images always share a cluster, so at most "
+                    "%d of the k=%d clusters are used", distinct, len(x), distinct, k)
+        return 1
+    if distinct < len(x):
+        log.warning("%d of %d images are exact duplicates of others: each group of identical images is kept "
+                    "in one cluster", len(x) - distinct, len(x))
+    return n_init
 
 
 def no_attention_message(loaded: LoadedModel) -> str:

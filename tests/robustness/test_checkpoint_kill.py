@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from deepclust.train import checkpoint as ckpt
 from deepclust.train.loop import train
-from robustness.conftest import child_env
+from robustness.harness import child_env
 from toy_method import ToyMethod, toy_cfg, toy_store
 
 N_OPS = 7  # config, model, optimizer, state, folder rename, latest switch, prune

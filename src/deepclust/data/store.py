@@ -93,7 +93,7 @@ def write_skipped_csv(store: ImageStore, path: str | Path) -> Path:
     """Write ``path,reason`` rows (with a header) for every skipped input; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "reason"])
         writer.writerows(store.skipped)

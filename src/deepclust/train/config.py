@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ import yaml
 
 from deepclust.errors import DeepclustError
 from deepclust.methods.config import check_fields
+
+#: An upper bound that catches typos such as `epochs: 1e9` (a billion epochs).
+MAX_EPOCHS = 100_000
 
 
 @dataclass
@@ -87,9 +91,15 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        problems = []
+        problems = [f"{f.name} must be a finite number (got {getattr(self, f.name)})"
+                    for f in dataclasses.fields(self)
+                    if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))]
+        if problems:  # NaN/inf would slip through every comparison below
+            raise DeepclustError("invalid training config: " + "; ".join(problems))
         if self.epochs < 1:
             problems.append(f"epochs must be >= 1 (got {self.epochs})")
+        if self.epochs > MAX_EPOCHS:
+            problems.append(f"epochs must be at most {MAX_EPOCHS} (got {self.epochs})")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
         if self.lr <= 0:
@@ -162,7 +172,12 @@ def apply_set(d: dict[str, Any], item: str) -> None:
     if "=" not in item:
         raise DeepclustError(f"--set expects key=value, got {item!r}")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:  # invalid YAML, or a tag such as !!python/... (never constructed)
+        first = str(exc).splitlines()[0]
+        raise DeepclustError(f"--set {item!r}: the value is not plain YAML ({first}); give a number, a "
+                             "string, a list [a, b] or a mapping {a: 1}") from None
     parts = key.strip().split(".")
     target = d
     for part in parts[:-1]:
