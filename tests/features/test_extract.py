@@ -100,3 +100,22 @@ def test_unknown_spec_lists_valid_kinds():
         extract_features(make_store(), "nope")
     with pytest.raises(DeepclustError, match="pooling and resolution apply to Hugging Face models"):
         extract_features(make_store(), "raw", pooling="mean")
+
+
+def test_a_pca_fitted_on_one_store_never_hits_another_stores_own_pca_in_the_cache():
+    from deepclust.features import embed_store, load_model
+
+    a, b = make_store(source_id="store-a", seed=1), make_store(source_id="store-b", seed=2)
+    own_b = embed_store(load_model("pca", image_size=6, pca_dim=5), b, progress=False).features  # cached
+    fitted_on_a = load_model("pca", image_size=6, pca_dim=5)
+    via_a = embed_store(fitted_on_a, a, progress=False).features       # fits on A (cache miss), caches
+    b_through_a = embed_store(fitted_on_a, b, progress=False)          # must not be B's own PCA
+    assert fitted_on_a.encoder.fitted_on == "store-a"
+    assert not b_through_a.cached and not np.allclose(b_through_a.features, own_b)
+    x = b.images.reshape(len(b.images), -1).astype(np.float32) / 255.0
+    pca = sklearn.decomposition.PCA(5, whiten=True, random_state=0).fit(
+        a.images.reshape(len(a.images), -1).astype(np.float32) / 255.0)
+    np.testing.assert_allclose(b_through_a.features, pca.transform(x), rtol=1e-3, atol=1e-3)
+    again = embed_store(fitted_on_a, b, progress=False)                 # now cached under "fitted on A"
+    assert again.cached and np.array_equal(again.features, b_through_a.features)
+    assert via_a.shape == (40, 5)

@@ -5,7 +5,9 @@ gives the embeddings ``(N, D)`` and, when the model has a k-way cluster head, it
 ``(N, k)``. Both are cached (``$DEEPCLUST_CACHE/features``, `deepclust.features.cache`: no
 pickle, atomic writes) under a key made of the store's ``source_id``, the model's identity
 and the options that change the numbers (precision), so a second ``cluster`` with another
-k embeds nothing. A PCA encoder is fitted on the store first (on a cache miss).
+k embeds nothing. A PCA encoder is fitted on the store first (on a cache miss); the key of
+a PCA's embeddings names the store it was fitted on, so another store embedded through it
+never hits that store's own PCA.
 """
 
 from __future__ import annotations
@@ -65,8 +67,13 @@ def embed_store(
     dtype = amp_dtype(precision, loaded.device)
     with_head = loaded.head is not None
     paths = None
-    if cache and loaded.identity is not None and getattr(store, "source_id", None):
-        options = {"amp": str(dtype)}
+    encoder = loaded.encoder
+    pca = isinstance(encoder, PCAEncoder)
+    # A PCA's embeddings depend on the images it was fitted on: this store (fitted below on a
+    # cache miss) or, once fitted, whatever `fitted_on` names (unknown: not cached).
+    fitted_on = (encoder.fitted_on if encoder.fitted else getattr(store, "source_id", None)) if pca else None
+    if cache and loaded.identity is not None and getattr(store, "source_id", None) and (fitted_on or not pca):
+        options = {"amp": str(dtype), **({"pca_fitted_on": str(fitted_on)} if pca else {})}
         paths = (_cache.cache_path(str(store.source_id), loaded.identity, options),
                  _cache.cache_path(str(store.source_id), loaded.identity, {**options, "head": True}))
         features = _cache.load_cached(paths[0], len(images))
@@ -74,9 +81,8 @@ def embed_store(
         if features is not None and (logits is not None or not with_head):
             log.info("embeddings of %s: cache hit %s", loaded.spec, paths[0])
             return Embedded(features, logits, time.perf_counter() - start, True)
-    encoder = loaded.encoder
     if isinstance(encoder, PCAEncoder) and not encoder.fitted:
-        encoder.fit(np.asarray(images), batch_size=batch_size)
+        encoder.fit(np.asarray(images), batch_size=batch_size, source_id=getattr(store, "source_id", None))
     features, logits = embed_with_head(encoder, images, batch_size=batch_size, head=loaded.head,
                                        amp_dtype=dtype, progress=progress, desc=f"embed with {loaded.spec}")
     features = np.ascontiguousarray(features, dtype=np.float32)

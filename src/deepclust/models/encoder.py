@@ -137,9 +137,12 @@ class PCAEncoder(Encoder):
         self.register_buffer("components", torch.zeros(self.dim, d))
         self.register_buffer("scale", torch.ones(self.dim))
         self.fitted = False
+        self.fitted_on: str | None = None  # what it was fitted on (a store's source_id), for cache keys
 
-    def fit(self, images: np.ndarray, batch_size: int = 1024) -> PCAEncoder:
-        """Fit on ``uint8 (N, S, S, 3)`` images; ``dim`` must be at most ``min(N, S*S*3)``."""
+    def fit(self, images: np.ndarray, batch_size: int = 1024, *, source_id: str | None = None) -> PCAEncoder:
+        """Fit on ``uint8 (N, S, S, 3)`` images; ``dim`` must be at most ``min(N, S*S*3)``.
+        ``source_id`` names those images (a store's ``source_id``): embeddings of another
+        store through this PCA are cached under it, never confused with that store's own PCA."""
         from sklearn.decomposition import PCA
 
         x = embed_images(self.pixels, images, batch_size=batch_size)
@@ -152,7 +155,7 @@ class PCAEncoder(Encoder):
         self.components.copy_(torch.from_numpy(pca.components_.astype(np.float32)))
         if self.whiten:
             self.scale.copy_(torch.from_numpy(np.sqrt(pca.explained_variance_).astype(np.float32)))
-        self.fitted = True
+        self.fitted, self.fitted_on = True, source_id
         return self
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
