@@ -10,6 +10,7 @@ and training images/s. The raw-pixel k-means baseline is measured on the same da
 Markdown table.
 
     python benchmarks/bench_methods.py                       # the three digits recipes
+    python benchmarks/bench_methods.py --recipes digits_ibot digits_dinov2 digits_dac --seeds 0 1 2
     python benchmarks/bench_methods.py --recipes cifar10_dino --data cifar10:test
     python benchmarks/bench_methods.py --out benchmarks/results/methods.md
 """
@@ -115,9 +116,10 @@ def to_markdown(results: list[dict], baseline: dict, command: str, threads: int)
         "All clusterings: `deepclust.cluster.cluster_embeddings` (k=10, 10 restarts). run ACC/NMI/ARI: "
         "the run's own setting (`cluster_whiten_dim`; what `deepclust train`, `cluster --model RUN` "
         "and DeepClusterer report); ACC/NMI/ARI: cosine k-means on the L2-normalised embeddings of the "
-        f"trained method (DINO: teacher backbone); ACC_w/NMI_w: the same after {WHITEN_DIM}-d PCA whitening + "
+        "trained method (DINO, iBOT, DINOv2: teacher backbone; DAC: the trunk under its head); "
+        f"ACC_w/NMI_w: the same after {WHITEN_DIM}-d PCA whitening + "
         "L2; raw pixels: Euclidean k-means; k-NN: 20-NN cosine vote, 80/20 split; head ACC: argmax of "
-        "the method's own k-way head (`cluster_head`) when it has one. Wall time = the whole "
+        "the method's own k-way head (`cluster_head`: DAC's softmax head) when it has one. Wall time = the whole "
         "`train()` call (including per-epoch k-means for DeepCluster and the loop's collapse watch).",
         "",
         "| recipe | seed | epochs | run ACC | run NMI | run ARI | ACC | NMI | ARI | ACC_w | NMI_w | ARI_w | k-NN "

@@ -54,11 +54,13 @@ def dac_thresholds(epoch: float, schedule: ThresholdSchedule = "paper",
     if schedule == "paper":
         progress = epoch * PAPER_STEP if meet_epochs is None else epoch / meet_epochs * PAPER_MEET_LAMBDA
         lam = min(progress, PAPER_MEET_LAMBDA)
-        return 0.95 - lam, 0.455 + 0.1 * lam
+        upper, lower = 0.95 - lam, 0.455 + 0.1 * lam
+        return max(upper, lower), lower     # they meet at 0.5 (float rounding kept out)
     if schedule == "code":
         span = CODE_EPOCHS if meet_epochs is None else meet_epochs
         t = min(epoch / span, 1.0)
-        return CODE_START[0] - t * (CODE_START[0] - CODE_MEET), CODE_START[1] + t * (CODE_MEET - CODE_START[1])
+        upper, lower = CODE_START[0] - t * (CODE_START[0] - CODE_MEET), CODE_START[1] + t * (CODE_MEET - CODE_START[1])
+        return max(upper, lower), lower
     raise ValueError(f"unknown DAC threshold schedule {schedule!r}; use 'paper' or 'code'")
 
 

@@ -43,6 +43,9 @@ class DACConfig(TypedConfig):
 
     hidden_dim: width of the head's hidden layer (Linear-BN-ReLU) before the k-way layer; 0 for
       a linear head.
+    logit_bn: BatchNorm on the k logits before the softmax (default true). Without it a fresh
+      head gives near-uniform softmax outputs whose label features all have cosine ~1, so every
+      pair is "same" and the network collapses to one cluster at once.
     thresholds: "paper" (default) or "code" (see module doc); threshold_epochs: epoch at which
       the thresholds meet (None: the schedule's own speed).
     augment: ``MultiCropAugment`` options; one view per image by default (the paper trains on
@@ -50,6 +53,7 @@ class DACConfig(TypedConfig):
     """
 
     hidden_dim: int = 512
+    logit_bn: bool = True
     thresholds: Literal["paper", "code"] = "paper"
     threshold_epochs: float | None = None
     augment: dict[str, Any] | None = None
@@ -76,11 +80,13 @@ class DAC(Method):
             raise MethodConfigError(f"dac needs k >= 2 clusters, got {k}")
         self.config, self.views, self.k = cfg, views, int(k)
         embed_dim = check_backbone(backbone, in_chans=2 if views.sobel is not None else 3, method=self.name)
+        layers: list[nn.Module] = []
         if cfg.hidden_dim:
-            self.head: nn.Module = nn.Sequential(nn.Linear(embed_dim, cfg.hidden_dim), nn.BatchNorm1d(cfg.hidden_dim),
-                                                 nn.ReLU(inplace=True), nn.Linear(cfg.hidden_dim, k))
-        else:
-            self.head = nn.Linear(embed_dim, k)
+            layers += [nn.Linear(embed_dim, cfg.hidden_dim), nn.BatchNorm1d(cfg.hidden_dim), nn.ReLU(inplace=True)]
+        layers.append(nn.Linear(cfg.hidden_dim or embed_dim, k))
+        if cfg.logit_bn:
+            layers.append(nn.BatchNorm1d(k))
+        self.head = nn.Sequential(*layers)
         self.loss_fn = DACLoss()
 
     def thresholds(self, epoch: int) -> tuple[float, float]:
