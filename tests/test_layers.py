@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "deepclust"
 #: layer or of the layers below it.
 LAYERS: list[set[str]] = [
     {"errors", "core"},                                            # foundation
-    {"cluster", "evaluate"},                                       # k-means, Sinkhorn, metrics
+    {"cluster", "evaluate", "heads"},                              # k-means, Sinkhorn, metrics, heads
     {"data", "models", "losses"},                                  # sources, encoders, losses
     {"methods"},                                                   # what a method computes
     {"train"},                                                     # orchestration
