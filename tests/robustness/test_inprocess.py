@@ -170,3 +170,29 @@ def test_custom_methods_need_trust_custom_code_in_python(tmp_path):
     with pytest.raises(DeepclustError, match="custom code"):
         load_model(run)
     assert load_model(run, trust_custom_code=True).kind == "run"
+
+
+def test_a_diverged_first_epoch_does_not_claim_a_kept_checkpoint(tmp_path):
+    from deepclust.train.step import NonFiniteLossError
+
+    torch.manual_seed(0)
+    method = ToyMethod()
+    with torch.no_grad():
+        method.backbone.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="no checkpoint") as info:
+        train(toy_cfg(epochs=1), toy_store(), tmp_path / "run", method=method, progress=False)
+    assert "is kept" not in str(info.value)
+
+
+def test_cjk_and_undecodable_labels_draw_without_missing_glyphs():
+    import warnings
+
+    from deepclust.report import plots
+
+    label = plots.plot_text("猫")
+    assert label == "猫" if plots.cjk_fonts() else label == "U+732B"
+    assert plots.plot_text(os.fsdecode(b"bad\xffname")) == "bad\ufffdname"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)"
+        png = plots.plot_confusion(np.eye(2, dtype=int), ["猫", os.fsdecode(b"bad\xff")], ["0", "1"])
+    assert png.startswith(b"\x89PNG")

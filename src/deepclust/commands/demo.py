@@ -104,13 +104,24 @@ def _train_demo_model(store, run_dir: Path, *, progress: bool) -> Path:
     """Train `DEMO_RECIPE` on `store` into `run_dir`, replacing an earlier demo's run there."""
     import shutil
 
+    import logging
+
+    from deepclust.train.checkpoint import has_checkpoint_files
     from deepclust.train.config import TrainConfig
     from deepclust.train.loop import train
 
-    if (run_dir / "config.json").exists():
+    if run_dir.is_dir() and has_checkpoint_files(run_dir):
         shutil.rmtree(run_dir)  # the demo's own earlier run; training refuses to overwrite one
     cfg = TrainConfig.load(DEMO_RECIPE, overrides={"data": DEMO_SOURCE, "k": DEMO_K})
-    return Path(train(cfg, store, run_dir, progress=progress))
+    # The demo's summary is its table: no per-epoch lines (log.csv keeps every figure; -v shows them).
+    train_log = logging.getLogger("deepclust.train")
+    level = train_log.level
+    if not train_log.isEnabledFor(logging.DEBUG):
+        train_log.setLevel(logging.WARNING)
+    try:
+        return Path(train(cfg, store, run_dir, progress=progress))
+    finally:
+        train_log.setLevel(level)
 
 
 def format_table(runs: list[DemoRun], n_images: int) -> str:

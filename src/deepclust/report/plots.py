@@ -15,20 +15,55 @@ Public functions:
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
-from matplotlib import colormaps
+from matplotlib import colormaps, rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from deepclust.errors import DataError
 
+_T = TypeVar("_T")
+
 EMBEDDING_METHODS = ("auto", "umap", "tsne", "pca")
+#: Fonts with CJK glyphs, tried after matplotlib's DejaVu Sans (which has none) when installed.
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK KR", "Noto Sans CJK TC", "Source Han Sans SC",
+             "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "AR PL UMing CN", "IPAGothic")
+_FIRST_CJK = 0x2E80
+
+
+@functools.cache
+def cjk_fonts() -> tuple[str, ...]:
+    """The `CJK_FONTS` installed here (matplotlib's font list), in preference order."""
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return tuple(name for name in CJK_FONTS if name in installed)
+
+
+def plot_text(text: object) -> str:
+    """A label as the plots draw it: undecodable bytes of a file name as U+FFFD, and -- when no
+    CJK font is installed -- CJK (and later) characters as ``U+732B`` instead of empty boxes."""
+    s = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if cjk_fonts() or all(ord(c) < _FIRST_CJK or c == "\ufffd" for c in s):
+        return s
+    return "".join(c if ord(c) < _FIRST_CJK or c == "\ufffd" else f"U+{ord(c):04X}" for c in s)
+
+
+def _with_fonts(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """Draw with DejaVu Sans first and the installed CJK fonts as fallbacks (matplotlib >= 3.6)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> _T:
+        with rc_context({"font.family": ["DejaVu Sans", *cjk_fonts()]}):
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -170,6 +205,7 @@ def _distinct_rows(x: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.nda
     return x[first], index[first]
 
 
+@_with_fonts
 def plot_embedding_2d(
     embeddings: np.ndarray,
     labels: np.ndarray,
@@ -209,7 +245,7 @@ def plot_embedding_2d(
     size = 10 if coords.shape[0] <= 3000 else 5
     for color, label in zip(colors, distinct):
         mask = labels == label
-        name = str(label_names[label]) if label_names is not None and label < len(label_names) else str(label)
+        name = plot_text(label_names[label]) if label_names is not None and label < len(label_names) else str(label)
         ax.scatter(coords[mask, 0], coords[mask, 1], s=size, color=color, linewidths=0, label=name)
     if 0 < distinct.size <= 20:
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2, frameon=False)
@@ -223,6 +259,7 @@ def plot_embedding_2d(
 # ---------------------------------------------------------------------------- matrices and bars
 
 
+@_with_fonts
 def plot_confusion(
     cm: np.ndarray,
     row_names: Sequence[str],
@@ -251,9 +288,9 @@ def plot_confusion(
     image = ax.imshow(row_share, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
     fig.colorbar(image, ax=ax, label="share of class", shrink=0.8)
     if n_cols <= 40:
-        ax.set_xticks(range(n_cols), [str(c) for c in col_names], rotation=90 if n_cols > 12 else 0, fontsize=8)
+        ax.set_xticks(range(n_cols), [plot_text(c) for c in col_names], rotation=90 if n_cols > 12 else 0, fontsize=8)
     if n_rows <= 40:
-        ax.set_yticks(range(n_rows), [str(r) for r in row_names], fontsize=8)
+        ax.set_yticks(range(n_rows), [plot_text(r) for r in row_names], fontsize=8)
     if n_rows <= 25 and n_cols <= 25:
         for r in range(n_rows):
             for c in range(n_cols):
@@ -266,6 +303,7 @@ def plot_confusion(
     return _finish(fig, path)
 
 
+@_with_fonts
 def plot_cluster_sizes(
     sizes: Sequence[int],
     cluster_names: Sequence[str] | None = None,
@@ -329,6 +367,7 @@ def read_log_csv(log_csv: str | Path) -> dict[str, np.ndarray]:
     return columns
 
 
+@_with_fonts
 def plot_training_curves(log_csv: str | Path, out_png: str | Path) -> Path:
     """Plot every numeric column of ``log_csv`` against step (or epoch) into ``out_png``.
 

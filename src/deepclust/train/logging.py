@@ -48,13 +48,15 @@ class RunLogger:
         writer.writeheader()
         for r in self.rows:
             writer.writerow({c: _fmt(r.get(c, "")) for c in columns})
-        atomic_write_bytes(self.path, buf.getvalue().encode())
+        atomic_write_bytes(self.path, buf.getvalue().encode("utf-8", "surrogateescape"))
         if self.writer is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key not in ("epoch", "step"):
                     self.writer.add_scalar(f"train/{key}", value, row["epoch"])
             self.writer.flush()
-        log.info("epoch %s: %s", row["epoch"], ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k != "epoch"))
+        shown = [f"{k} {_fmt(row[k])}" for k in ("loss", "knn_acc", "n_clusters_used") if k in row]
+        log.info("epoch %s: %s (log.csv has every figure)", row["epoch"], ", ".join(shown))
+        log.debug("epoch %s: %s", row["epoch"], ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k != "epoch"))
 
     def close(self) -> None:
         if self.writer is not None:

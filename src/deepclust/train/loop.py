@@ -153,6 +153,13 @@ def _train(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
                 gather_rng()  # the collective pairs with rank 0's call in _save
             barrier()
             raise_if_collapsed(stats, epoch, cfg, ctx.device)
+    except NonFiniteLossError as exc:
+        if rank == 0 and ckpt.read_state(out_dir) is None:  # the step's message speaks of a kept checkpoint
+            raise NonFiniteLossError(f"the loss became NaN or infinite at step {ctx.step + 1}, in epoch {epoch + 1}, "
+                                     "before any epoch was completed, so there is no checkpoint. Lower the "
+                                     "learning rate (--lr), add gradient clipping (--set clip_grad=3.0), or "
+                                     "turn AMP off (--set amp=off)") from exc
+        raise
     except KeyboardInterrupt:
         done = ckpt.read_state(out_dir) if rank == 0 else None
         log.warning("interrupted during epoch %d; %s", epoch + 1,
