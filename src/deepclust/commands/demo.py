@@ -102,9 +102,8 @@ def run_demo(out_dir: str | Path, train: bool = True, *, n_images: int | None = 
 
 def _train_demo_model(store, run_dir: Path, *, progress: bool) -> Path:
     """Train `DEMO_RECIPE` on `store` into `run_dir`, replacing an earlier demo's run there."""
-    import shutil
-
     import logging
+    import shutil
 
     from deepclust.train.checkpoint import has_checkpoint_files
     from deepclust.train.config import TrainConfig
