@@ -51,16 +51,17 @@ def test_bad_head_options_are_clear():
         train_heads(np.zeros((5, 2)), 9)
 
 
-def test_digits_raw_pixels_scan_head_beats_kmeans_by_ten_points():
-    """The issue's bar: raw-pixel k-means 0.79 -> SCAN head >= +0.10 ACC (seed 0, one thread;
-    other seeds split the 1s and 8s and land near 0.87: see docs/heads.md)."""
+def test_digits_raw_pixels_scan_head_beats_kmeans_by_ten_points_at_the_default_seed():
+    """The issue's bar: raw-pixel k-means 0.79 -> SCAN head >= +0.10 ACC. Met at the default
+    seed (0.94, one thread, deterministic); seeds 1 and 2 keep a head that splits the 1s and
+    8s and land near 0.87 (+0.08): see docs/heads.md and benchmarks/bench_heads.py."""
     from sklearn.datasets import load_digits
 
     torch.set_num_threads(1)
     x, y = load_digits(return_X_y=True)
     x = x.astype(np.float32)
     kmeans_acc = cluster_acc(y, cluster_embeddings(x, 10, spherical=False).labels)
-    scan = cluster_embeddings(x, 10, spherical=False, head="scan", head_options={"lr": 1e-2}, labels_true=y)
+    scan = cluster_embeddings(x, 10, spherical=False, head="scan", labels_true=y)
     assert kmeans_acc == pytest.approx(0.79, abs=0.02)
     assert cluster_acc(y, scan.labels) >= kmeans_acc + 0.10
     assert scan.head is not None and scan.head.neighbour_purity > 0.9

@@ -2,8 +2,10 @@
 
 Each head maps a feature ``(D,)`` to ``K`` logits: linear (SCAN's ``cluster_head``, an
 ``nn.Linear(D, K)`` per head) or, with ``hidden_dim > 0``, a two-layer MLP (Linear, GELU,
-Linear), the cheap form of TEMI's head on frozen embeddings. Weights are stacked ``(H, ...)``
-so that all heads run as one batched matrix product.
+Linear), the cheap form of TEMI's head on frozen embeddings. With ``cosine`` the last layer
+is DINO/TEMI's: the (hidden) feature and every cluster's weight vector are L2-normalised, so
+logits are cosine similarities in [-1, 1] that the temperatures then sharpen (no bias). Weights
+are stacked ``(H, ...)`` so that all heads run as one batched matrix product.
 """
 
 from __future__ import annotations
@@ -28,13 +30,16 @@ class MultiHead(nn.Module):
     Args:
         in_dim: ``D``; n_clusters: ``K``; n_heads: ``H``.
         hidden_dim: 0 for linear heads, else the MLP's hidden width.
+        cosine: cosine-similarity logits (TEMI's normalised last layer) instead of affine ones.
         seed: initialisation seed (each head starts from different weights).
     """
 
-    def __init__(self, in_dim: int, n_clusters: int, n_heads: int = 1, *, hidden_dim: int = 0, seed: int = 0):
+    def __init__(self, in_dim: int, n_clusters: int, n_heads: int = 1, *, hidden_dim: int = 0,
+                 cosine: bool = False, seed: int = 0):
         super().__init__()
         gen = torch.Generator().manual_seed(int(seed))
         self.in_dim, self.n_clusters, self.n_heads, self.hidden_dim = in_dim, n_clusters, n_heads, hidden_dim
+        self.cosine = bool(cosine)
         if hidden_dim:
             self.w1, self.b1 = _init(n_heads, in_dim, hidden_dim, gen)
             self.w2, self.b2 = _init(n_heads, hidden_dim, n_clusters, gen)
@@ -46,11 +51,13 @@ class MultiHead(nn.Module):
         h = x.unsqueeze(0).expand(self.n_heads, -1, -1)
         if self.hidden_dim:
             h = F.gelu(torch.baddbmm(self.b1.unsqueeze(1), h, self.w1))
+        if self.cosine:
+            return torch.bmm(F.normalize(h, dim=-1), F.normalize(self.w2, dim=1))
         return torch.baddbmm(self.b2.unsqueeze(1), h, self.w2)
 
     def select(self, head: int) -> MultiHead:
         """A one-head copy of head ``head`` (detached from this module's parameters)."""
-        out = MultiHead(self.in_dim, self.n_clusters, 1, hidden_dim=self.hidden_dim)
+        out = MultiHead(self.in_dim, self.n_clusters, 1, hidden_dim=self.hidden_dim, cosine=self.cosine)
         with torch.no_grad():
             for name, param in out.named_parameters():
                 param.copy_(getattr(self, name)[head:head + 1])

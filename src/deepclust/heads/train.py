@@ -52,10 +52,11 @@ class HeadConfig:
     n_heads: int = 10               # heads trained at once; the lowest-loss one is kept
     epochs: int = 100
     batch_size: int = 256
-    lr: float = 1e-3                # AdamW
+    lr: float | None = None         # AdamW; None: 1e-2 for linear heads, 1e-3 for MLP heads
     weight_decay: float = 1e-4
     n_neighbours: int = 20          # SCAN: 20 mined neighbours per image
-    hidden_dim: int | None = None   # None: 0 (linear) for scan, 512 for temi
+    hidden_dim: int = 0             # 0: linear heads (SCAN's; CPU-fast); > 0: a 2-layer MLP (TEMI's kind)
+    cosine: bool | None = None      # cosine-similarity logits; None: True for temi (its last layer)
     entropy_weight: float = 5.0     # SCAN's published configs (its code's default is 2.0)
     feature_noise: float = 0.0      # std of Gaussian noise on the standardised features
     feature_dropout: float = 0.0    # dropout on the features of both views
@@ -88,8 +89,13 @@ class HeadConfig:
         for name in ("feature_dropout", "strong_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise HeadConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
-        if self.hidden_dim is None:
-            self.hidden_dim = 512 if self.kind == "temi" else 0
+        hidden = self.hidden_dim
+        if isinstance(hidden, bool) or not isinstance(hidden, (int, np.integer)) or hidden < 0:
+            raise HeadConfigError(f"hidden_dim must be an integer >= 0 (0: linear heads), got {self.hidden_dim!r}.")
+        if self.cosine is None:
+            self.cosine = self.kind == "temi"
+        if self.lr is None:
+            self.lr = 1e-2 if self.hidden_dim == 0 else 1e-3
 
     def to_dict(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if key not in ("device", "progress")}
@@ -168,8 +174,9 @@ def _pick(neighbours: Tensor, idx: Tensor, gen: torch.Generator) -> Tensor:
 def _train_pairs(z: Tensor, nb: Tensor, k: int, cfg: HeadConfig, gen: torch.Generator
                  ) -> tuple[MultiHead, list[float], dict[str, Any]]:
     """The pair-training loop shared by SCAN and TEMI; returns the head used for predictions."""
-    student = MultiHead(z.shape[1], k, cfg.n_heads, hidden_dim=int(cfg.hidden_dim or 0), seed=cfg.seed).to(z.device)
-    optim = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    student = MultiHead(z.shape[1], k, cfg.n_heads, hidden_dim=int(cfg.hidden_dim), cosine=bool(cfg.cosine),
+                        seed=cfg.seed).to(z.device)
+    optim = torch.optim.AdamW(student.parameters(), lr=float(cfg.lr or 1e-2), weight_decay=cfg.weight_decay)
     temi = cfg.kind == "temi"
     teacher = copy.deepcopy(student).requires_grad_(False) if temi else None
     marginal = torch.full((cfg.n_heads, k), 1.0 / k, device=z.device)
@@ -218,7 +225,7 @@ def _final_losses(head: MultiHead, z: Tensor, nb: Tensor, cfg: HeadConfig, margi
 
 
 def _self_label(head: MultiHead, z: Tensor, cfg: HeadConfig, gen: torch.Generator) -> tuple[list[float], float]:
-    optim = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optim = torch.optim.AdamW(head.parameters(), lr=float(cfg.lr or 1e-2), weight_decay=cfg.weight_decay)
     history: list[float] = []
     for _ in tqdm(range(cfg.self_label_epochs), desc="self-label", disable=not cfg.progress):
         total, batches = 0.0, _batches(len(z), cfg.batch_size, gen)
