@@ -269,8 +269,9 @@ def _check_duplicates(x: np.ndarray, k: int, n_init: int) -> int:
 
 def no_attention_message(loaded: LoadedModel) -> str:
     """Why a model has no attention maps, naming the real reason (e.g. a CNN backbone)."""
-    backbone = getattr(loaded.config, "backbone", None) if loaded.config is not None else None
-    if backbone is not None:
+    cfg = loaded.config
+    backbone = getattr(cfg, "backbone", None) if cfg is not None and ":" not in cfg.method else None
+    if backbone is not None and not str(backbone).startswith("vit"):
         return (f"{loaded.spec} has no self-attention: its backbone {backbone!r} is a CNN, not a ViT; attention "
                 "maps need a run trained with a vit_* backbone, or hf:facebook/dinov2-* / hf:openai/clip-*")
     return (f"{loaded.spec} has no self-attention: attention maps need a ViT model "

@@ -89,6 +89,19 @@ def _toy_run(root: Path) -> Path:
                  progress=False)
 
 
+def _cnn_dino_run(root: Path) -> Path:
+    """An untrained tiny DINO with a small CNN backbone, as a run folder."""
+    from deepclust.train.builder import build_method_from_config
+    from deepclust.train.config import TrainConfig
+
+    cfg = TrainConfig(method="dino", backbone="small_cnn", backbone_kwargs={"widths": [8, 16], "convs_per_stage": 1},
+                      image_size=8, k=2, method_kwargs={"out_dim": 3, "hidden_dim": 16, "bottleneck_dim": 8})
+    method = build_method_from_config(cfg)
+    ckpt.save_checkpoint(root, method=method, optimizer=torch.optim.SGD(method.parameters(), lr=0.1),
+                         config=cfg.to_dict(), epoch=1, step=1, rng=[ckpt.get_rng_states()])
+    return root
+
+
 def _damaged_runs(run: Path, root: Path) -> dict[str, Path]:
     out = {}
     for what in ("model.safetensors", "state.json", "config.json"):
@@ -181,6 +194,10 @@ def world(tmp_path_factory) -> dict:
            for name, path in damaged.items() if name != "evil"},
         "evil": {"argv": ["cluster", tmp / "black", "--k", "2", "--model", ".", "--out", out / "evil", "--quiet"],
                  "cwd": damaged["evil"]},
+        "attention_cnn": ["attention", tmp / "black", "--model", _cnn_dino_run(tmp / "cnn_run"), "--out",
+                          out / "attention_cnn", "--quiet"],
+        "cluster_attention_cnn": ["cluster", tmp / "black", "--k", "2", "--model", tmp / "cnn_run", "--attention",
+                                  "--out", out / "cluster_attention_cnn", "--quiet"],
         "verbose_after": ["cluster", _varied_folder(tmp / "v"), "--k", "2", "--out", out / "verbose", "-v",
                           "--quiet"],
     }
@@ -315,6 +332,11 @@ def test_a_run_folder_never_imports_its_code_without_the_opt_in(world):
     # with the flag the module is imported: the marker appears only then (checked after both ran)
     expect(world, "evil_trusted", 0)
     assert (world["tmp"] / "EVIL_RAN").exists()
+
+
+@pytest.mark.parametrize("name", ["attention_cnn", "cluster_attention_cnn"])
+def test_attention_of_a_cnn_run_names_the_cnn_backbone_as_the_reason(world, name):
+    expect(world, name, 2, "its backbone 'small_cnn' is a CNN, not a ViT")
 
 
 def test_verbose_after_the_sub_command_works_without_a_matplotlib_flood(world):

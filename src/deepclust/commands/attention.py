@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
         raise DeepclustError(f"the run in {args.model} was trained on {trained_size}px images; "
                              f"drop --size or pass --size {trained_size}")
     if not loaded.encoder.has_attention:
-        raise DeepclustError(f"{args.model} has no self-attention: attention maps need a ViT (hf:facebook/dinov2-*, "
-                             "hf:openai/clip-*, or a run trained with a vit_* backbone)")
+        from deepclust.pipeline import no_attention_message
+
+        raise DeepclustError(no_attention_message(loaded))
     store = load_images(args.source, size=trained_size or args.size, max_size=loaded.max_size,
                         progress=not args.quiet)
     n = min(args.limit, len(store.paths))
