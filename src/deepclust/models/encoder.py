@@ -193,7 +193,8 @@ class BackboneEncoder(Encoder):
         self.embed_dim = embed_dim
         self.name = name
         self.patch_size = getattr(trunk, "patch_size", None)
-        self.num_prefix_tokens = 1 if self.patch_size else 0
+        # CLS plus register tokens before the patch tokens (ViTs say how many; 1 by default)
+        self.num_prefix_tokens = int(getattr(trunk, "num_prefix_tokens", 1)) if self.patch_size else 0
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         return self.transform(_uint8_batch(images))
