@@ -1,9 +1,11 @@
 """Ctrl-C and SIGTERM during training: stop cleanly, but never half-way through a checkpoint.
 
-A checkpoint is four files replaced one after the other; an interrupt between two
-replacements would leave files of different checkpoints (refused on resume). While
-`guard.deferred()` is active, SIGINT/SIGTERM are only noted; the KeyboardInterrupt is
-raised as soon as the block ends, so the checkpoint on disk is always complete.
+A checkpoint generation is complete or invisible whatever happens (see checkpoint.py), but
+an interrupt inside the save would still lose the epoch just trained, and log.csv is
+rewritten in the same block. While `guard.deferred()` is active, SIGINT/SIGTERM are only
+noted; the KeyboardInterrupt is raised as soon as the block ends, so the epoch's checkpoint
+and log row are both on disk. A SIGKILL cannot be deferred: then the previous generation
+stays current (tests/robustness/test_checkpoint_kill.py).
 """
 
 from __future__ import annotations
