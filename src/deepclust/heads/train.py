@@ -134,7 +134,7 @@ class HeadResult:
         """``(N, K)`` probabilities of the kept head for new rows (same standardisation)."""
         z = torch.from_numpy(((np.asarray(x, dtype=np.float32) - self.mean) / self.scale).astype(np.float32))
         with torch.no_grad():
-            return F.softmax(self.head.cpu()(z)[0], dim=-1).numpy()
+            return F.softmax(self.head.cpu()(z)[0] * logit_scale(self.config), dim=-1).numpy()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.predict_proba(x).argmax(axis=1).astype(np.int64)
@@ -214,25 +214,34 @@ def _train_pairs(z: Tensor, nb: Tensor, k: int, cfg: HeadConfig, gen: torch.Gene
 def _final_losses(head: MultiHead, z: Tensor, nb: Tensor, cfg: HeadConfig, marginal: Tensor) -> Tensor:
     """Every head's loss over all (row, mined neighbour) pairs, without perturbations: ``(H,)``."""
     logits = head(z)
-    pairs = [logits[:, nb[:, j]] for j in range(nb.shape[1])]
-    if cfg.kind == "temi":
-        # The kept head is the teacher: its own predictions at the student temperature score it.
-        terms = [temi_loss(logits, p, logits, p, marginal, beta=cfg.beta, student_temp=cfg.student_temp,
-                           teacher_temp=cfg.teacher_temp) for p in pairs]
-    else:
-        terms = [scan_loss(logits, p, cfg.entropy_weight)[0] for p in pairs]
-    return torch.stack(terms).mean(dim=0)
+    total = torch.zeros(head.n_heads, device=z.device)
+    for j in range(nb.shape[1]):  # one neighbour column at a time: memory O(H N K)
+        other = logits[:, nb[:, j]]
+        if cfg.kind == "temi":
+            # The kept head is the teacher: its own predictions at both temperatures score it.
+            total += temi_loss(logits, other, logits, other, marginal, beta=cfg.beta,
+                               student_temp=cfg.student_temp, teacher_temp=cfg.teacher_temp)
+        else:
+            total += scan_loss(logits, other, cfg.entropy_weight)[0]
+    return total / nb.shape[1]
+
+
+def logit_scale(cfg: HeadConfig) -> float:
+    """What the head's logits are multiplied by before a softmax outside the TEMI loss: 1 for
+    SCAN's affine heads; ``1 / student_temp`` for TEMI's cosine logits (in [-1, 1])."""
+    return 1.0 / cfg.student_temp if cfg.kind == "temi" else 1.0
 
 
 def _self_label(head: MultiHead, z: Tensor, cfg: HeadConfig, gen: torch.Generator) -> tuple[list[float], float]:
+    scale = logit_scale(cfg)
     optim = torch.optim.AdamW(head.parameters(), lr=float(cfg.lr or 1e-2), weight_decay=cfg.weight_decay)
     history: list[float] = []
     for _ in tqdm(range(cfg.self_label_epochs), desc="self-label", disable=not cfg.progress):
         total, batches = 0.0, _batches(len(z), cfg.batch_size, gen)
         for idx in batches:
             with torch.no_grad():
-                weak = head(z[idx])[0]
-            strong = head(_views(z[idx], cfg.strong_noise, cfg.strong_dropout, gen))[0]
+                weak = head(z[idx])[0] * scale
+            strong = head(_views(z[idx], cfg.strong_noise, cfg.strong_dropout, gen))[0] * scale
             loss, _ = self_label_loss(strong, weak, cfg.threshold, cfg.class_balance)
             optim.zero_grad(set_to_none=True)
             loss.backward()
@@ -240,7 +249,7 @@ def _self_label(head: MultiHead, z: Tensor, cfg: HeadConfig, gen: torch.Generato
             total += float(loss.detach())
         history.append(total / len(batches))
     with torch.no_grad():
-        confident = float((F.softmax(head(z)[0], -1).max(dim=-1).values > cfg.threshold).float().mean())
+        confident = float((F.softmax(head(z)[0] * scale, -1).max(dim=-1).values > cfg.threshold).float().mean())
     return history, confident
 
 
@@ -280,7 +289,7 @@ def train_heads(x: np.ndarray, k: int, config: HeadConfig | None = None, *, labe
         self_history, confident = _self_label(head, z, cfg, gen)
         seconds["self_label"] = time.perf_counter() - tick
     with torch.no_grad():
-        probs = F.softmax(head(z)[0], dim=-1).cpu().numpy()
+        probs = F.softmax(head(z)[0] * logit_scale(cfg), dim=-1).cpu().numpy()
     return HeadResult(labels=probs.argmax(axis=1).astype(np.int64), probs=probs, head=head.cpu(), mean=mean,
                       scale=scale, config=cfg, losses=[float(v) for v in losses], best_head=best,
                       loss=float(losses[best]), history=history, self_label_history=self_history,
