@@ -174,6 +174,7 @@ def world(tmp_path_factory) -> dict:
            for name, path in npz.items()},
         "out_is_file": ["cluster", names, "--k", "2", "--out", tmp / "a_file", "--quiet"],
         "locked": ["cluster", names, "--k", "2", "--out", live, "--quiet", "--no-report"],
+        "locked_train": ["train", "--method", "dino", "--data", "digits", "--out", live, "--epochs", "1"],
         "stale_lock": ["cluster", names, "--k", "2", "--out", stale, "--quiet", "--no-report"],
         "k10_one": ["cluster", one, "--k", "10", "--out", out / "k10", "--quiet"],
         "k1_one": ["cluster", one, "--k", "1", "--out", out / "k1", "--quiet"],
@@ -292,6 +293,7 @@ def test_damaged_npz_files_are_clear_errors(world, name, message):
 @pytest.mark.parametrize("name,code,message", [
     ("out_is_file", 2, "is not a folder"),
     ("locked", 2, f"in use by another deepclust run (pid {os.getpid()})"),
+    ("locked_train", 2, f"in use by another deepclust run (pid {os.getpid()})"),
     ("stale_lock", 0, None),
     ("k10_one", 2, "only 1 usable image(s) were found: clustering needs at least 2"),
     ("k1_one", 2, "at least 2"),

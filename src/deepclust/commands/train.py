@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 
@@ -97,6 +98,7 @@ def build_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from deepclust.core.device import resolve_device
     from deepclust.core.distributed import barrier, cleanup, get_rank, init_from_env
+    from deepclust.core.outdir import output_lock
     from deepclust.data.store import load_images
     from deepclust.pipeline import cluster_store
     from deepclust.train.loop import train
@@ -106,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
     device = init_from_env(cfg.device)
     rank = get_rank()
     show = args.progress and rank == 0
+    stack = contextlib.ExitStack()
     try:
+        if rank == 0:  # check and lock DIR before minutes of decoding (train() and the clustering re-enter it)
+            stack.enter_context(output_lock(args.out))
         # rank 0 decodes the source into the cache first; the others then open the cached store
         store = eval_store = None
         for turn in (0, 1):
@@ -126,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             print(format_summary(result.info))
         barrier()
     finally:
+        stack.close()
         cleanup()
     return 0
 
