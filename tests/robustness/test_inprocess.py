@@ -196,3 +196,15 @@ def test_cjk_and_undecodable_labels_draw_without_missing_glyphs():
         warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)"
         png = plots.plot_confusion(np.eye(2, dtype=int), ["猫", os.fsdecode(b"bad\xff")], ["0", "1"])
     assert png.startswith(b"\x89PNG")
+
+
+def test_the_estimator_without_config_trains_small_images_with_the_digits_recipe():
+    from deepclust.estimator import DeepClusterer
+    from deepclust.train.config import TrainConfig
+
+    recipe = TrainConfig.load("digits_dino")
+    small = DeepClusterer(method="dino", k=10)._build_config(8, 1797)
+    assert (small.backbone, small.backbone_kwargs, small.epochs, small.method_kwargs) == (
+        recipe.backbone, recipe.backbone_kwargs, recipe.epochs, recipe.method_kwargs)
+    large = DeepClusterer(method="dino", k=10)._build_config(64, 1797)
+    assert large.backbone == TrainConfig().backbone and large.epochs == TrainConfig().epochs
