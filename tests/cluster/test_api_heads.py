@@ -28,6 +28,8 @@ def test_options_that_do_not_combine_fail_clearly():
         cluster_embeddings(x, 3, head="dino")
     with pytest.raises(InvalidInputError, match="balanced"):
         cluster_embeddings(x, 3, head="scan", balanced=True)
+    with pytest.raises(InvalidInputError, match="all 30 points are noise"):
+        cluster_embeddings(x, None, clusterer="hdbscan", min_cluster_size=29)
 
 
 def test_default_call_is_still_plain_kmeans():

@@ -250,7 +250,10 @@ def _hdbscan(fit: Clustering, space: np.ndarray, min_cluster_size: int | None) -
     labels = HDBSCAN(min_cluster_size=min(size, len(space)), metric="euclidean", copy=True).fit_predict(space)
     fit.labels = np.asarray(labels, dtype=np.int64)
     n_clusters = int(fit.labels.max()) + 1
-    fit.centroids, fit.inertia = _centroids(space, fit.labels, max(n_clusters, 0), fit.space_spherical)
+    if n_clusters < 1:
+        raise InvalidInputError(f"HDBSCAN found no cluster: all {len(space)} points are noise. Lower "
+                                f"min_cluster_size (now {size}) or reduce the embeddings first (reduce='pca'/'umap').")
+    fit.centroids, fit.inertia = _centroids(space, fit.labels, n_clusters, fit.space_spherical)
     return fit
 
 
