@@ -106,7 +106,8 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
 
     Args:
         method: deepcluster | swav | dino (ignored with ``model``).
-        k: number of clusters.
+        k: number of clusters; ``"auto"``: chosen in ``k_range`` (e.g. ``"2:30"``) by the
+            silhouette (training keeps the recipe's k); None with ``clusterer="hdbscan"``.
         backbone: see ``deepclust.models.backbones.BACKBONE_NAMES``.
         model: cluster with this encoder instead of training one: a run directory,
             ``hf:<id or dir>``, a Hugging Face folder, ``raw``, ``pca`` or an ``nn.Module``.
@@ -129,6 +130,9 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         spherical: cosine k-means; None: the encoder's default (learned: yes, pixels: no).
         n_init, balanced: k-means restarts; near-equal cluster sizes.
         method_kwargs: the method's hyper-parameters (merged over the recipe's).
+        clusterer, min_cluster_size: ``"kmeans"`` or ``"hdbscan"`` (noise label -1).
+        head, self_label, entropy_weight, head_epochs: clustering heads on the embeddings
+            (``"scan"`` / ``"temi"``, see docs/heads.md); reduce, reduce_dim: ``"pca"`` / ``"umap"``.
 
     Attributes after ``fit``: ``labels_ (N,)``, ``cluster_centers_ (k, d)`` (in the clustering
     space), ``clustering_`` (the `Clustering`), ``embeddings_ (N, D)`` (the encoder's
@@ -143,7 +147,10 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
                  lr: float | None = None, config: str | Path | dict | None = None, device: str = "auto",
                  random_state: int = 0, out_dir: str | Path | None = None, verbose: bool = True,
                  whiten_dim: int | str | None = "auto", spherical: bool | None = None, n_init: int = 10,
-                 balanced: bool = False, method_kwargs: dict | None = None, trust_custom_code: bool = False):
+                 balanced: bool = False, method_kwargs: dict | None = None, trust_custom_code: bool = False,
+                 clusterer: str = "kmeans", head: str | None = None, self_label: bool = False,
+                 entropy_weight: float | None = None, head_epochs: int | None = None, reduce: str | None = None,
+                 reduce_dim: int | None = None, k_range: str | None = None, min_cluster_size: int | None = None):
         self.method = method
         self.k = k
         self.backbone = backbone
@@ -162,6 +169,15 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         self.balanced = balanced
         self.method_kwargs = method_kwargs
         self.trust_custom_code = trust_custom_code
+        self.clusterer = clusterer
+        self.head = head
+        self.self_label = self_label
+        self.entropy_weight = entropy_weight
+        self.head_epochs = head_epochs
+        self.reduce = reduce
+        self.reduce_dim = reduce_dim
+        self.k_range = k_range
+        self.min_cluster_size = min_cluster_size
 
     # --- configuration --------------------------------------------------------------
     def _build_config(self, image_size: int, n_images: int):
@@ -188,7 +204,9 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
             if getattr(self, key) is not None:
                 d[key] = getattr(self, key)
         d["method_kwargs"] = {**d["method_kwargs"], **(self.method_kwargs or {})}
-        d.update(k=int(self.k), device=self.device, seed=int(self.random_state), image_size=image_size)
+        if self._k_number() is not None:
+            d["k"] = int(self.k)  # "auto" / HDBSCAN: training keeps the recipe's k
+        d.update(device=self.device, seed=int(self.random_state), image_size=image_size)
         if d["batch_size"] > n_images:
             d["batch_size"] = n_images     # one batch of everything for tiny inputs
         return TrainConfig.from_dict(d)
@@ -210,8 +228,10 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
     def fit(self, x: Any, y: Any = None) -> DeepClusterer:
         """Train on ``x`` (array, ImageStore, or source spec) -- unless ``model`` is given --
         and cluster it; ``y`` is ignored."""
-        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
-            raise DeepclustError(f"k must be a positive integer, got {self.k!r}")
+        if not (self.k == "auto" or (self.k is None and self.clusterer == "hdbscan")) and (
+                isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1):
+            raise DeepclustError(f"k must be a positive integer or 'auto' (None with clusterer='hdbscan'), "
+                                 f"got {self.k!r}")
         from deepclust.core.device import resolve_device
 
         resolve_device(self.device)  # an unknown or absent device fails here, before any work
@@ -221,7 +241,7 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
 
         store = self._to_store(x)
         n = len(store.images)
-        if n < self.k:
+        if n < (self._k_number() or 0):
             raise DataError(f"{n} images cannot form k={self.k} clusters: lower k or add images")
         cfg = self._build_config(int(store.images.shape[1]), n)
         with tempfile.TemporaryDirectory(prefix="deepclust-fit-") as tmp:
@@ -244,7 +264,7 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
                                 trust_custom_code=self.trust_custom_code)
         store = self._to_store(x, size=getattr(loaded, "image_size", None),
                                max_size=getattr(loaded, "max_size", 96))
-        if len(store.images) < self.k:
+        if len(store.images) < (self._k_number() or 0):
             raise DataError(f"{len(store.images)} images cannot form k={self.k} clusters: lower k or add images")
         with tempfile.TemporaryDirectory(prefix="deepclust-fit-") as tmp:
             out = Path(self.out_dir) if self.out_dir is not None else Path(tmp)
@@ -260,11 +280,14 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
             model = load_model(model, device=self.device, image_size=int(store.images.shape[1]),
                                pca_dim=min(50, len(store.images) - 1), seed=int(self.random_state),
                                trust_custom_code=self.trust_custom_code)
-        result = cluster_store(store, k=int(self.k), out_dir=out_dir if out_dir is not None else model.spec,
+        k = self._k_number() or self.k
+        result = cluster_store(store, k=k, out_dir=out_dir if out_dir is not None else model.spec,
                                model=model, seed=int(self.random_state), n_init=int(self.n_init),
                                spherical=self.spherical, balanced=bool(self.balanced),
                                whiten_dim=self._whiten_dim(), device=self.device, report=False,
-                               progress=self.verbose)
+                               progress=self.verbose, clusterer=self.clusterer, head=self.head,
+                               head_options=self._head_options(), reduce=self.reduce, reduce_dim=self.reduce_dim,
+                               k_range=self.k_range, min_cluster_size=self.min_cluster_size)
         self.loaded_ = model
         self.encoder_ = model.encoder
         self.method_ = model.method
@@ -300,6 +323,15 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         from deepclust.cluster import l2_normalize
 
         return l2_normalize(emb) if self.clustering_.spherical else np.asarray(emb, np.float32)
+
+    def _k_number(self) -> int | None:
+        """k as an int, or None for ``"auto"`` / HDBSCAN."""
+        return None if self.k is None or isinstance(self.k, str) else int(self.k)
+
+    def _head_options(self) -> dict[str, Any]:
+        given = {"self_label": self.self_label or None, "entropy_weight": self.entropy_weight,
+                 "epochs": self.head_epochs}
+        return {key: value for key, value in given.items() if value is not None}
 
     def _whiten_dim(self) -> int | None:
         if self.whiten_dim == "auto":

@@ -12,6 +12,12 @@ calls it (``deepclust cluster``, ``deepclust train``, the demo, the estimator);
 * ``report.html`` -- the gallery (unless ``report=False``), with the training curves of the
   run's ``log.csv`` when there is a run;
 * ``metrics.json`` -- written last: its presence marks a finished clustering.
+
+HDBSCAN's noise (cluster ``-1``) is handled in every file: ``assignments.csv`` writes -1;
+``summary.txt`` and the report show it as its own group ("noise"); in ``metrics.json``
+``acc``/``nmi``/``ari`` count noise as one more cluster (so dropping hard images never
+raises a score), ``non_noise`` holds the same metrics over the clustered images only, and
+``n_noise`` / ``noise_fraction`` the count. ``cluster_sizes`` lists the clusters 0..k-1.
 """
 
 from __future__ import annotations
@@ -87,6 +93,31 @@ def evaluate_clustering(labels_true: np.ndarray | None, labels_pred: np.ndarray,
     return out
 
 
+def clustering_details(clustering: Any, labels_true: np.ndarray | None) -> dict[str, Any]:
+    """How the clustering was made: ``clusterer``, ``reduce``, ``n_noise`` always; with noise
+    ``noise_fraction`` and ``non_noise`` (acc / nmi / ari / n_evaluated over the non-noise
+    images); ``k_choice`` (the silhouette curve) with ``k="auto"``; ``cluster_head`` (loss,
+    every head's loss, curves, neighbour purity, options, stage times) with a head."""
+    from deepclust.evaluate.metrics import clustering_metrics
+
+    labels = np.asarray(clustering.labels, dtype=np.int64)
+    reduction = getattr(clustering, "reduction", None)
+    n_noise = int((labels < 0).sum())
+    out: dict[str, Any] = {"clusterer": str(getattr(clustering, "clusterer", "kmeans")),
+                           "reduce": reduction.info() if reduction is not None else None, "n_noise": n_noise}
+    if n_noise:
+        out["noise_fraction"] = round(n_noise / len(labels), 6)
+        keep = labels >= 0
+        if labels_true is not None and (labels_true[keep] >= 0).any():
+            m = clustering_metrics(labels_true[keep], labels[keep])
+            out["non_noise"] = {key: _plain(m[key]) for key in ("acc", "nmi", "ari", "n_evaluated")}
+    if getattr(clustering, "k_choice", None) is not None:
+        out["k_choice"] = clustering.k_choice.info()
+    if getattr(clustering, "head", None) is not None:
+        out["cluster_head"] = clustering.head.info()
+    return out
+
+
 def clustering_metrics_info(store: Any, clustering: Any, *, features: np.ndarray, spec: str,
                             logits: np.ndarray | None = None, config: Any = None, seed: int = 0,
                             n_init: int = 10, knn_k: int | None = None,
@@ -114,6 +145,7 @@ def clustering_metrics_info(store: Any, clustering: Any, *, features: np.ndarray
         "n_empty_repaired": int(clustering.n_empty_repaired),
         "cluster_sizes": clustering.sizes(),
     })
+    info.update(clustering_details(clustering, known_labels(store)))
     if config is not None:
         info.update(method=str(config.method), backbone=str(config.backbone))
     for name, value in (seconds or {}).items():
@@ -136,7 +168,7 @@ def format_summary(labels_pred: np.ndarray, labels_true: np.ndarray | None, clas
 
     lines = []
     for s in summarize_clusters(labels_pred, labels_true):
-        line = f"cluster {s.cluster:>3}: {s.size:>6} images"
+        line = (f"cluster {s.cluster:>3}" if s.cluster >= 0 else "noise      ") + f": {s.size:>6} images"
         if cluster_names and cluster_names.get(s.cluster):
             line += "  [" + ", ".join(f"{name} {score:.2f}" for name, score in cluster_names[s.cluster]) + "]"
         if s.purity is not None:
@@ -217,6 +249,7 @@ def _write_clustering(out: Path, store: Any, labels: np.ndarray, *, info: dict[s
         log_csv = Path(run_dir) / "log.csv" if run_dir is not None else None
         has_log = log_csv is not None and log_csv.is_file() and len(log_csv.read_text().splitlines()) > 1
         shown = {key: info[key] for key in info if key in QUALITY_KEYS or key.startswith("head_")}
+        shown.update(report_details(info))
         files["report"] = Path(write_report(
             out, images=store.images, labels_pred=labels, paths=list(store.paths), embeddings=embeddings,
             labels_true=labels_true, class_names=class_names, metrics=shown or None,
@@ -229,5 +262,29 @@ def _write_clustering(out: Path, store: Any, labels: np.ndarray, *, info: dict[s
     return files
 
 
-__all__ = ["clustering_metrics_info", "evaluate_clustering", "write_clustering", "write_assignments",
+def report_details(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The report's lines for auto-k (choice and curve), noise, reduction and the head."""
+    out: dict[str, Any] = {}
+    if info.get("reduce"):
+        out["reduce"] = f"{info['reduce']['method']} to {info['reduce']['n_components']} dims"
+    choice = info.get("k_choice")
+    if choice:
+        lo, hi = choice["k_range"]
+        out["k chosen"] = f"{choice['k']} ({choice['criterion']}, best of k = {lo}..{hi})"
+        out[f"{choice['criterion']} by k"] = ", ".join(f"{k}: {v:.3f}" for k, v in choice["curve"].items())
+    if info.get("clusterer") == "hdbscan" or info.get("n_noise"):
+        out["noise (cluster -1, HDBSCAN)"] = int(info.get("n_noise", 0))
+        out.update({f"{key} without noise": v for key, v in (info.get("non_noise") or {}).items()})
+    head = info.get("cluster_head")
+    if head:
+        out["head"] = (f"{head['kind']}{' + self-label' if head['self_label'] else ''}: head {head['best_head']} "
+                       f"of {len(head['head_losses'])} (lowest loss)")
+        out["head loss"] = head["loss"]
+        if head.get("neighbour_purity") is not None:
+            out["neighbour purity"] = head["neighbour_purity"]
+    return out
+
+
+__all__ = ["clustering_metrics_info", "clustering_details", "report_details", "evaluate_clustering",
+           "write_clustering", "write_assignments",
            "format_summary", "known_labels", "QUALITY_KEYS"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,17 @@ def check_k(k: int, n_images: int | None = None) -> int:
     return int(k)
 
 
-def cluster_source(source: str, *, k: int, out_dir: str | Path, features: str = "raw",
+def check_k_spec(k: int | str | None, n_images: int | None = None) -> int | str | None:
+    """`check_k`, letting through ``"auto"`` (--k auto: the silhouette chooses) and None
+    (HDBSCAN finds the number itself; `cluster_embeddings` says when that does not apply)."""
+    if k is None or k == "auto":
+        return k
+    if isinstance(k, str):
+        raise DeepclustError(f"k must be a whole number of clusters or 'auto', got {k!r} (e.g. --k 10, --k auto).")
+    return check_k(k, n_images)
+
+
+def cluster_source(source: str, *, k: int | str | None, out_dir: str | Path, features: str = "raw",
                    model: str | nn.Module | LoadedModel | None = None, size: int | None = None,
                    namer: str | None = None, attention: bool = False, device: str = "auto",
                    progress: bool = True, trust_custom_code: bool = False, **options: Any) -> ClusterResult:
@@ -91,7 +102,7 @@ def cluster_source(source: str, *, k: int, out_dir: str | Path, features: str = 
     from deepclust.data.store import load_images
     from deepclust.features.load import DEFAULT_MAX_SIZE
 
-    check_k(k)  # fail before minutes of decoding, not after
+    check_k_spec(k)  # fail before minutes of decoding, not after
     resolve_device(device)
     if isinstance(model, str) and model in PIXEL_FEATURES:
         features, model = model, None  # `--model raw` means the pixel features
@@ -146,7 +157,7 @@ def _same_model(spec: str, loaded: LoadedModel) -> bool:
 def cluster_store(
     store: Any,
     *,
-    k: int,
+    k: int | str | None,
     out_dir: str | Path,
     features: str = "raw",
     model: str | nn.Module | LoadedModel | None = None,
@@ -166,6 +177,13 @@ def cluster_store(
     run_dir: str | Path | None = None,
     batch_size: int = 256,
     trust_custom_code: bool = False,
+    clusterer: str = "kmeans",
+    head: str | None = None,
+    head_options: Mapping[str, Any] | None = None,
+    reduce: str | None = None,
+    reduce_dim: int | None = None,
+    k_range: str | Sequence[int] | None = None,
+    min_cluster_size: int | None = None,
 ) -> ClusterResult:
     """Cluster an already loaded `ImageStore` and write the files into `out_dir`.
 
@@ -175,25 +193,31 @@ def cluster_store(
     with the best entries of `vocab` (built-in name, text file or ``"a,b,c"``). `attention`
     adds each cluster's ViT attention maps to the report. `run_dir` (default: the model's, when
     it is a run) feeds the report's training curves. `out_dir` is checked and locked first.
+    `k` may be ``"auto"`` (chosen in `k_range` by the silhouette) or None with
+    ``clusterer="hdbscan"``; `head` (``scan`` / ``temi``, options in `head_options`),
+    `reduce` (``pca`` / ``umap``), `reduce_dim` and `min_cluster_size` are those of
+    `deepclust.cluster.cluster_embeddings` (see docs/heads.md).
     """
+    options = dict(clusterer=clusterer, head=head, head_options=head_options, reduce=reduce,
+                   reduce_dim=reduce_dim, k_range=k_range, min_cluster_size=min_cluster_size)
     with output_lock(out_dir):
         return _cluster_store(store, k=k, out_dir=out_dir, features=features, model=model, seed=seed,
                               n_init=n_init, spherical=spherical, balanced=balanced, pca_dim=pca_dim,
                               whiten_dim=whiten_dim, device=device, report=report, namer=namer, vocab=vocab,
                               attention=attention, progress=progress, title=title, run_dir=run_dir,
-                              batch_size=batch_size, trust_custom_code=trust_custom_code)
+                              batch_size=batch_size, trust_custom_code=trust_custom_code, options=options)
 
 
-def _cluster_store(store: Any, *, k: int, out_dir: str | Path, features: str, model: Any, seed: int,
+def _cluster_store(store: Any, *, k: int | str | None, out_dir: str | Path, features: str, model: Any, seed: int,
                    n_init: int, spherical: bool | None, balanced: bool, pca_dim: int, whiten_dim: int | None,
                    device: str, report: bool, namer: Any, vocab: Any, attention: bool, progress: bool,
                    title: str | None, run_dir: str | Path | None, batch_size: int,
-                   trust_custom_code: bool) -> ClusterResult:
+                   trust_custom_code: bool, options: dict[str, Any]) -> ClusterResult:
     from deepclust.cluster import cluster_embeddings
 
     start = time.perf_counter()
     n_images = len(store.paths)
-    k = check_k(k, n_images)
+    k = check_k_spec(k, n_images)
     if model is not None and features != "raw":
         log.info("--model %s is used; --features %s is ignored", model, features)
     if model is None and features == "pca" and pca_dim >= n_images:
@@ -208,11 +232,15 @@ def _cluster_store(store: Any, *, k: int, out_dir: str | Path, features: str, mo
     x = embedded.features
     spherical = loaded.spherical if spherical is None else bool(spherical)
     whiten_dim = loaded.whiten_dim if whiten_dim is None else int(whiten_dim)
-    n_init = _check_duplicates(x, k, n_init)
-    log.info("k-means: k=%d, n_init=%d, %s%s", k, n_init, "cosine" if spherical or whiten_dim else "euclidean",
+    if isinstance(k, int):
+        n_init = _check_duplicates(x, k, n_init)
+    log.info("%s: k=%s, n_init=%d, %s%s", _what(options), k, n_init,
+             "cosine" if spherical or whiten_dim else "euclidean",
              f", whitened to {whiten_dim} dims" if whiten_dim else "")
+    head_options = {"device": device, "progress": progress, **(options.pop("head_options") or {})}
     clustering = cluster_embeddings(x, k, spherical=spherical, whiten_dim=whiten_dim, n_init=n_init,
-                                    seed=seed, balanced=balanced)
+                                    seed=seed, balanced=balanced, head_options=head_options,
+                                    labels_true=known_labels(store), **options)
     kmeans_done = time.perf_counter()
     labels = clustering.labels
     names = _names(namer, loaded, store, labels, x, vocab, progress)
@@ -236,13 +264,20 @@ def _cluster_store(store: Any, *, k: int, out_dir: str | Path, features: str, mo
     info["seconds"] = round(time.perf_counter() - start, 3)
     files = write_clustering(out_dir, store, labels, info=info, embeddings=x, cluster_names=names,
                              report=report, run_dir=run_dir, cluster_extras=extras,
-                             title=title or f"deepclust: {loaded.spec} features, k={k}", progress=progress)
+                             title=title or f"deepclust: {loaded.spec} features, k={clustering.k}",
+                             progress=progress)
     metrics = {key: info[key] for key in ("acc", "acc_many_to_one", "nmi", "ari", "n_clusters_used",
                                           "n_evaluated") if key in info} or None
     summary = format_summary(labels, known_labels(store), getattr(store, "class_names", None), names)
     return ClusterResult(labels=labels, metrics=metrics, paths=list(store.paths), out_dir=Path(out_dir),
                          files=files, summary=summary, info=info, cluster_names=names,
                          clustering=clustering, embeddings=x)
+
+
+def _what(options: Mapping[str, Any]) -> str:
+    """How the clustering is done, for the log: ``reduce -> k-means/HDBSCAN/head``."""
+    what = f"{options['head']} head" if options.get("head") else str(options.get("clusterer") or "kmeans")
+    return f"{options['reduce']} -> {what}" if options.get("reduce") else what
 
 
 def count_distinct_rows(x: np.ndarray) -> int:
@@ -297,5 +332,5 @@ def _names(namer: Any, loaded: LoadedModel, store: Any, labels: np.ndarray, x: n
     return name_clusters(clip, store.images, labels, vocab, top_n=3, progress=progress)
 
 
-__all__ = ["ClusterResult", "cluster_source", "cluster_store", "check_k", "format_summary",
+__all__ = ["ClusterResult", "cluster_source", "cluster_store", "check_k", "check_k_spec", "format_summary",
            "PIXEL_FEATURES", "DEFAULT_PCA_DIM", "DEFAULT_VOCAB"]
