@@ -103,6 +103,10 @@ def cluster_source(source: str, *, k: int | str | None, out_dir: str | Path, fea
     from deepclust.features.load import DEFAULT_MAX_SIZE
 
     check_k_spec(k)  # fail before minutes of decoding, not after
+    if options.get("reduce") == "umap":
+        from deepclust.cluster.reduce import require_umap
+
+        require_umap()
     resolve_device(device)
     if isinstance(model, str) and model in PIXEL_FEATURES:
         features, model = model, None  # `--model raw` means the pixel features

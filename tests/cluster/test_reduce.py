@@ -33,6 +33,18 @@ def test_umap_without_umap_learn_gives_the_install_hint(monkeypatch):
         cluster_embeddings(x, 2, reduce="umap")
 
 
+def test_the_cli_refuses_umap_before_decoding_anything(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    from deepclust.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "umap" else real(name, *a))
+    monkeypatch.setattr("deepclust.data.store.load_images", lambda *a, **k: pytest.fail("decoded before the check"))
+    assert main(["cluster", "digits", "--k", "3", "--reduce", "umap", "--out", str(tmp_path / "o")]) == 2
+    assert "pip install 'deepclust[umap]'" in capsys.readouterr().err
+
+
 def test_bad_reduction_is_clear():
     x = np.zeros((10, 3), np.float32)
     with pytest.raises(InvalidInputError, match="reduce must be one of"):

@@ -42,6 +42,15 @@ class Reduction:
         return {"method": self.method, "n_components": self.n_components}
 
 
+def require_umap() -> None:
+    """Raise `InvalidInputError` with the install hint when umap-learn is missing (checked
+    before minutes of decoding and embedding, not after)."""
+    import importlib.util
+
+    if importlib.util.find_spec("umap") is None:
+        raise InvalidInputError(UMAP_HINT)
+
+
 def _umap(seed: int, n_components: int, n_neighbors: int, metric: str) -> Any:
     try:
         import umap
@@ -82,4 +91,4 @@ def reduce_features(x: np.ndarray, method: str, *, n_components: int | None = No
     return reduced, Reduction(method=method, n_components=dim, model=model)
 
 
-__all__ = ["REDUCERS", "DEFAULT_COMPONENTS", "UMAP_HINT", "Reduction", "reduce_features"]
+__all__ = ["REDUCERS", "DEFAULT_COMPONENTS", "UMAP_HINT", "Reduction", "reduce_features", "require_umap"]
