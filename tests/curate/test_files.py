@@ -28,7 +28,7 @@ def test_every_output_round_trips_odd_file_names(tmp_path):
         smooth_image(rng).save(root / f"plain{i}.png")
     smooth_image(rng).save(root / ODD[0])
     make_variant(root / ODD[0], "copy", root / ODD[1])                     # exact group of two odd names
-    make_variant(root / "plain0.png", "crop", root / ODD[2])                # near duplicate, odd name
+    make_variant(root / "plain0.png", "resize", root / ODD[2])              # near duplicate, odd name
     make_variant(root / "plain1.png", "resize", root / ODD[3])
     out = tmp_path / "out"
     result = curate(root, out_dir=out, target_size=6, clusters=[4, 2], progress=False)

@@ -24,7 +24,7 @@ nearest images to each seed image), --target-size (hierarchical k-means sampling
 
 Features: raw pixels by default (centred on SOURCE's mean, then L2-normalised), --features pca,
 or a model (--model: a training run directory, hf:<id>, a Hugging Face folder). The default
-threshold depends on the features: raw 0.93, pca 0.90, a model 0.95 (see docs/curation.md)."""
+threshold depends on the features: raw 0.97, pca 0.90, a model 0.95 (see docs/curation.md)."""
 
 EPILOG = """\
 Example:
@@ -62,7 +62,7 @@ def register(subparsers) -> None:
                    help="working image size (default: chosen from the source, at most 96; a run's own size)")
     p.add_argument("--threshold", type=float, default=None, metavar="COS",
                    help="near duplicates: absolute cosine similarity in (0, 1] at or above which two images "
-                        "are near duplicates (default: raw 0.93, pca 0.90, a model 0.95)")
+                        "are near duplicates (default: raw 0.97, pca 0.90, a model 0.95)")
     p.add_argument("--against", metavar="EVAL_SOURCE", default=None,
                    help="remove images that are near duplicates of any image of this evaluation source")
     p.add_argument("--seed", metavar="CURATED_SOURCE", default=None, dest="seed_source",
