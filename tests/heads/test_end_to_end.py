@@ -79,7 +79,8 @@ def test_hdbscan_noise_is_handled_in_every_output_file(tmp_path):
     assert info["acc"] == 1.0  # the 3 noise images have unknown labels: ACC over the 36 labelled ones
     summary = (tmp_path / "summary.txt").read_text()
     assert "noise" in summary and "cluster  -1" not in summary
-    assert "noise" in (tmp_path / "report.html").read_text()
+    report = (tmp_path / "report.html").read_text()
+    assert "<h2>Noise (in no cluster)" in report and "<h2>Cluster -1" not in report
 
 
 def test_deepclusterer_takes_the_same_options():

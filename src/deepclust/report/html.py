@@ -248,7 +248,8 @@ def _cluster_html(
     attrs = f'class="cluster" id="cluster-{c}" data-cluster="{c}" data-size="{summary.size}"'
     if summary.purity is not None:
         attrs += f' data-purity="{summary.purity:.6f}"'
-    parts = [f"<section {attrs}><h2>Cluster {c}<span class=\"size\">{summary.size} images</span></h2>"]
+    title = "Noise (in no cluster)" if c == -1 else f"Cluster {c}"  # HDBSCAN's noise label
+    parts = [f"<section {attrs}><h2>{title}<span class=\"size\">{summary.size} images</span></h2>"]
     if summary.purity is not None:
         majority = _class_name(summary.majority_class, class_names)
         parts.append(
@@ -349,7 +350,8 @@ def write_report(
         )
     )
     body.append('<nav class="toc" id="toc">clusters: ')
-    body += [f'<a href="#cluster-{s.cluster}">{s.cluster} ({s.size})</a>' for s in summaries]
+    body += [f'<a href="#cluster-{s.cluster}">{"noise" if s.cluster == -1 else s.cluster} ({s.size})</a>'
+             for s in summaries]
     body.append("</nav>")
     for summary in tqdm(summaries, desc="report clusters", disable=not progress):
         body.append(
