@@ -14,11 +14,6 @@ loss needs a ViT's patch tokens and mask token):
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,8 +24,7 @@ from deepclust.models.encoder import embed_images
 from deepclust.train.builder import build_method_from_config
 from deepclust.train.loop import train
 from methods_helpers import COMBOS, ArrayStore, contract_config, contract_images, step_state
-
-TESTS_DIR = Path(__file__).resolve().parents[1]
+from torchrun_helpers import run_two_processes
 
 
 @pytest.fixture(autouse=True)
@@ -136,13 +130,7 @@ cleanup()
 def ddp_results(tmp_path_factory):
     """Run the whole grid once in two gloo processes; ``{rank: {cell: "ok" | error}}``."""
     tmp = tmp_path_factory.mktemp("ddp_contract")
-    script = tmp / "contract_ddp.py"
-    script.write_text(textwrap.dedent(DDP_SCRIPT))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
-    env.pop("WORLD_SIZE", None)
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(script), str(tmp)], env=env, capture_output=True, text=True, timeout=400)
+    result = run_two_processes(DDP_SCRIPT, tmp / "contract_ddp.py", str(tmp), timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     return {r: json.loads((tmp / f"rank{r}.json").read_text()) for r in (0, 1)} | {"dir": tmp}
 

@@ -6,11 +6,6 @@ under two gloo processes (the contract suite covers 16 px and exact resume)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +16,8 @@ from deepclust.methods.common import MethodConfigError
 from deepclust.models.backbones import build_backbone
 from deepclust.train.step import Schedules
 from methods_helpers import run_step, step_state, tiny_backbone
+from torchrun_helpers import run_two_processes
 
-TESTS_DIR = Path(__file__).resolve().parents[1]
 SMALL = dict(out_dim=16, hidden_dim=16, bottleneck_dim=8, augment={"n_local": 2, "local_size": 8})
 
 
@@ -135,13 +130,7 @@ cleanup()
 
 @pytest.mark.slow
 def test_ibot_and_dinov2_train_vit_tiny_at_32px_under_two_gloo_processes(tmp_path):
-    script = tmp_path / "ddp.py"
-    script.write_text(textwrap.dedent(DDP_SCRIPT))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
-    env.pop("WORLD_SIZE", None)
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    result = run_two_processes(DDP_SCRIPT, tmp_path / "ddp.py", str(tmp_path), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for rank in (0, 1):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == {"ibot": "ok", "dinov2": "ok"}

@@ -3,20 +3,14 @@ checkpoint, and the weights equal a one-process run with the same global batch."
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from deepclust.train.loop import train
+from torchrun_helpers import run_two_processes
 from toy_method import ToyMethod, toy_cfg, toy_store
 
-TESTS_DIR = Path(__file__).resolve().parents[1]
 CFG = dict(epochs=1, optimizer="sgd", lr=0.5, clip_grad=0.0, method="toy_method:make_toy",
            method_kwargs={"noise": 0.0, "std_weight": 0.0}, num_workers=0)
 
@@ -43,13 +37,7 @@ open(sys.argv[1] + f".rank{{rank}}.ok", "w").close()  # files, not prints: the t
 
 @pytest.mark.slow
 def test_two_process_gloo_run_equals_one_process_run(tmp_path):
-    script = tmp_path / "ddp_run.py"
-    script.write_text(textwrap.dedent(SCRIPT.format(cfg=CFG)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
-    env.pop("WORLD_SIZE", None)
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(script), str(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=240)
+    result = run_two_processes(SCRIPT.format(cfg=CFG), tmp_path / "ddp_run.py", str(tmp_path / "ddp"), timeout=240)
     both_done = (tmp_path / "ddp.rank0.ok").exists() and (tmp_path / "ddp.rank1.ok").exists()
     # Once, in a clean-clone CI run, a rank aborted with "terminate called without an active
     # exception" (SIGABRT) after it had finished: a teardown crash inside torch/gloo at
