@@ -59,6 +59,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--size", type=int, default=None, metavar="S", help="working image size in pixels")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--init", default=None, metavar="SPEC",
+                   help="start the backbone from SPEC: hf:<id>, a Hugging Face DINOv2/CLIP folder or a run")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set optimizer=lars --set method_kwargs.epsilon=0.03")
     p.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html")
@@ -76,7 +78,7 @@ def build_config(args: argparse.Namespace):
 
     overrides = {"method": args.method, "data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
                  "lr": args.lr, "backbone": args.backbone, "k": args.k, "device": args.device,
-                 "image_size": args.size, "seed": args.seed}
+                 "image_size": args.size, "seed": args.seed, "init": args.init}
     if args.resume and not args.config and not args.method:
         if not Path(args.out).is_dir() or read_state(args.out) is None:
             raise DeepclustError(f"nothing to resume in {args.out}: it holds no checkpoint (no epoch was completed "

@@ -65,6 +65,9 @@ class TrainConfig:
     clip_grad: float = 0.0                 # max gradient norm of each parameter (DINO's clip_gradients); 0 disables
     amp: str = "auto"                      # auto (bf16 on CUDA if supported, off on CPU) | bf16 | fp16 | off
     freeze_last_layer_epochs: int | None = None  # None: the method's own default
+    # start the backbone (student and teacher) from SPEC's weights: an hf: id, a Hugging Face
+    # DINOv2 / CLIP folder or a deepclust run (its backbone only; heads and optimiser start fresh)
+    init: str | None = None
     # runtime
     seed: int = 0
     device: str = "auto"                   # auto | cpu | cuda
@@ -116,6 +119,8 @@ class TrainConfig:
             problems.append(f"cluster_whiten_dim must be >= 0 (got {self.cluster_whiten_dim}; 0 = no whitening)")
         if self.torch_threads < 0:
             problems.append(f"torch_threads must be >= 0 (got {self.torch_threads}; 0 = torch's default)")
+        if self.init is not None and not str(self.init).strip():
+            problems.append("init must be a model spec (hf:<id>, a Hugging Face folder or a run) or null")
         if problems:
             raise DeepclustError("invalid training config: " + "; ".join(problems))
         self._check_method_kwargs()
