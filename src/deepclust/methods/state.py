@@ -47,6 +47,9 @@ class TrainContext:
     # Parameters a method re-initialised this epoch (DeepCluster's classifier): the loop
     # drops their optimiser state (momentum, Adam moments), as a freshly built optimiser would.
     reinitialized: list[nn.Parameter] = field(default_factory=list)
+    # The store given to train() as it is (image-text methods read its captions: a
+    # deepclust.data.pairs.PairStore); None when the loop is driven without one.
+    store: Any = None
 
     @property
     def total_steps(self) -> int:

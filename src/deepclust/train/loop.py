@@ -258,7 +258,7 @@ def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
     ctx = TrainContext(epoch=state["epoch"] if state else 0, step=state["step"] if state else 0,
                        steps_per_epoch=steps_per_epoch, total_epochs=cfg.epochs, device=device, images=images,
                        labels=labels, batch_size=cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world,
-                       amp_dtype=amp_dtype)
+                       amp_dtype=amp_dtype, store=store)
     ctx.embed_all = lambda: embed_store_sharded(built.encoder(), images, device=device,
                                                 batch_size=max(cfg.batch_size, 256), amp_dtype=amp_dtype,
                                                 progress=progress and rank == 0)
