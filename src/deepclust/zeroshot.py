@@ -5,6 +5,11 @@ L2-normalised, averaged over templates and re-normalised: that mean is the class
 "classifier weight". An image's probabilities are
 ``softmax(logit_scale * <normalised image embedding, class weight>)`` over classes, with
 CLIP's own learned ``logit_scale`` (100 for the released models).
+
+``clip`` is any model with CLIP's interface: a pretrained
+`deepclust.models.pretrained.ClipEncoder`, or the encoder of a run trained with
+``--method clip|align|unicl`` (`deepclust.models.image_text.ImageTextEncoder`): ``embed``
+(joint-space image embeddings), ``text_features`` (normalised) and ``logit_scale``.
 """
 
 from __future__ import annotations
@@ -91,7 +96,8 @@ def zero_shot_classify(clip, images_uint8: np.ndarray, class_names: Sequence[str
     """Classify images among ``class_names`` with no training.
 
     Args:
-        clip: a :class:`~deepclust.models.pretrained.ClipEncoder` (``load_clip(spec)``).
+        clip: a :class:`~deepclust.models.pretrained.ClipEncoder` (``load_clip(spec)``) or a
+            trained image-text run's encoder (``load_model(RUN).encoder``).
         images_uint8: ``uint8 (N, H, W, 3)``.
         class_names: C names; templates: prompt templates with ``{}`` (default: 16 of CLIP's).
         image_embeds: already computed normalised image embeddings ``(N, P)`` to reuse.

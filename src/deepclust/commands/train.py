@@ -35,7 +35,11 @@ Example:
   deepclust train --method dino --data digits --out runs/digits-dino --epochs 30 --k 10
   deepclust train --config digits_dino --data digits --out runs/dd --set method_kwargs.teacher_temp=0.05
   deepclust train --out runs/dd --resume --epochs 60
-  deepclust cluster digits --k 10 --model runs/dd --out runs/dd-clusters"""
+  deepclust cluster digits --k 10 --model runs/dd --out runs/dd-clusters
+  deepclust train --method clip --data pairs.csv --out runs/clip --epochs 20   # columns path,caption
+  deepclust train --method unicl --data cifar10/train --out runs/unicl --size 32  # class names -> captions
+  deepclust train --method clip --data pairs.csv --init hf:facebook/dinov2-small --lock-image --out runs/lit
+  deepclust zeroshot cifar10/test --model runs/unicl --classes-file cifar10 --out runs/unicl-zs"""
 
 log = logging.getLogger("deepclust.train")
 
@@ -45,9 +49,11 @@ def register(subparsers) -> None:
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", default=None, metavar="NAME",
-                   help="deepcluster, swav, dino, ibot, dinov2, dac (or package.module:factory for a custom method)")
+                   help="deepcluster, swav, dino, ibot, dinov2, dac; clip, align, unicl (image-caption pairs) "
+                        "(or package.module:factory for a custom method)")
     p.add_argument("--data", default=None, metavar="SOURCE",
-                   help="folder, .npz file, 'digits' or a known data set (cifar10, ...)")
+                   help="folder, .npz file, 'digits' or a known data set (cifar10, ...); clip/align/unicl: a .csv/"
+                        ".jsonl of path,caption, a folder with .txt captions, or class folders (names -> captions)")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory (created if missing)")
     p.add_argument("--config", default=None, metavar="YAML|NAME", help="recipe: a YAML file or a name in configs/")
     p.add_argument("--epochs", type=int, default=None, metavar="N")
@@ -61,6 +67,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--init", default=None, metavar="SPEC",
                    help="start the backbone from SPEC: hf:<id>, a Hugging Face DINOv2/CLIP folder or a run")
+    p.add_argument("--lock-image", action="store_true",
+                   help="clip/align/unicl: freeze the image tower (LiT), e.g. with --init hf:facebook/dinov2-small")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set optimizer=lars --set method_kwargs.epsilon=0.03")
     p.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html")
@@ -87,14 +95,34 @@ def build_config(args: argparse.Namespace):
 
         base = read_config(args.out)
         base.update({k: v for k, v in overrides.items() if v is not None})
-        cfg = TrainConfig.load(overrides=base, sets=args.sets)
+        cfg = TrainConfig.load(overrides=base, sets=_sets(args))
     else:
         if not args.config and not args.method:
             raise DeepclustError("say what to train: --method deepcluster|swav|dino or --config RECIPE")
-        cfg = TrainConfig.load(args.config, overrides=overrides, sets=args.sets)
+        cfg = TrainConfig.load(args.config, overrides=overrides, sets=_sets(args))
     if not cfg.data:
         raise DeepclustError("no images to train on: pass --data SOURCE (a folder, .npz, 'digits', cifar10, ...)")
     return cfg
+
+
+def _sets(args: argparse.Namespace) -> list[str]:
+    """``--set`` items, plus what switches such as ``--lock-image`` stand for."""
+    return list(args.sets) + (["method_kwargs.lock_image=true"] if getattr(args, "lock_image", False) else [])
+
+
+def load_training_data(cfg, *, progress: bool):
+    """The store ``cfg`` trains on: image-caption pairs (`deepclust.data.pairs.load_pairs`) for
+    clip / align / unicl, else the images (`deepclust.data.store.load_images`)."""
+    from deepclust.data.store import load_images
+    from deepclust.methods import METHODS
+
+    method = METHODS.get(cfg.method.lower().replace("-", "_"))
+    if getattr(method, "paired_data", False):
+        from deepclust.data.pairs import load_pairs
+
+        return load_pairs(cfg.data, size=cfg.image_size, templates=cfg.method_kwargs.get("templates"),
+                          progress=progress)
+    return load_images(cfg.data, size=cfg.image_size, progress=progress)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         store = eval_store = None
         for turn in (0, 1):
             if (rank == 0) == (turn == 0):
-                store = load_images(cfg.data, size=cfg.image_size, progress=show)
+                store = load_training_data(cfg, progress=show)
                 eval_store = (load_images(cfg.eval_data, size=store.images.shape[1], progress=show)
                               if cfg.eval_data else None)
             barrier()

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 DESCRIPTION = """\
-Classify every image of SOURCE among the given class names with a CLIP model
+Classify every image of SOURCE among the given class names with a CLIP model: a
+pretrained one (hf:...) or a run trained with `deepclust train --method clip|align|unicl`
 (prompt ensembling over 16 templates such as "a photo of a {}.", or --template).
 
 Writes DIR/predictions.csv (path, class, score) and DIR/metrics.json. When SOURCE
@@ -18,7 +19,8 @@ Example:
   deepclust zeroshot photos/ --model hf:openai/clip-vit-base-patch32 \\
       --classes "cat,dog,car" --out runs/zs
   deepclust zeroshot cifar10:test --model hf:openai/clip-vit-base-patch32 \\
-      --classes-file cifar10 --template "a photo of a {}." --out runs/zs-cifar"""
+      --classes-file cifar10 --template "a photo of a {}." --out runs/zs-cifar
+  deepclust zeroshot cifar10/test --model runs/clip-cifar --classes-file cifar10 --out runs/zs-run"""
 
 
 def register(subparsers) -> None:
@@ -29,7 +31,8 @@ def register(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="SOURCE", help="folder, .npz file, 'digits' or a known data set")
     p.add_argument("--model", required=True, metavar="hf:ID|DIR",
-                   help="a CLIP model: hf:openai/clip-vit-base-patch32, or a save_pretrained folder")
+                   help="a CLIP model: hf:openai/clip-vit-base-patch32, a save_pretrained folder, or a run "
+                        "trained with --method clip|align|unicl")
     names = p.add_mutually_exclusive_group(required=True)
     names.add_argument("--classes", metavar="A,B,...", help="comma-separated class names")
     names.add_argument("--classes-file", metavar="FILE",
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     templates = check_templates([args.template] if args.template else DEFAULT_TEMPLATES)
     loaded = load_model(args.model, device=args.device)              # fail fast, before decoding
     clip = require_clip(loaded.encoder, args.model)
-    store = load_images(args.source, size=args.size, max_size=loaded.max_size, progress=not args.quiet)
+    size = args.size if args.size is not None else loaded.image_size   # a run: the size it was trained at
+    store = load_images(args.source, size=size, max_size=loaded.max_size, progress=not args.quiet)
     probs, pred = zero_shot_classify(clip, store.images, class_names, templates,
                                      batch_size=args.batch_size, progress=not args.quiet)
     out = Path(args.out)

@@ -47,7 +47,7 @@ from deepclust.data.known import cache_root
 from deepclust.data.sources import ArrayData, Source, open_source
 from deepclust.errors import BadImageError, DataError
 
-__all__ = ["ImageStore", "load_images", "write_skipped_csv", "summarize_skipped", "FORMAT_VERSION"]
+__all__ = ["ImageStore", "load_images", "load_source", "write_skipped_csv", "summarize_skipped", "FORMAT_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,15 @@ def load_images(spec: str | os.PathLike, *, size: int | None = None, max_size: i
         if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
             raise DataError(f"{name} must be a positive integer, got {value!r}")
     source = open_source(spec, split, cache_dir=cache_dir, progress=progress)
+    return load_source(source, size=size, max_size=max_size, cache_dir=cache_dir, progress=progress,
+                       workers=workers)
+
+
+def load_source(source: Source, *, size: int | None = None, max_size: int = 96,
+                cache_dir: str | Path | None = None, progress: bool = True,
+                workers: int | None = None) -> ImageStore:
+    """`load_images` for an already resolved `Source` (e.g. the image files a list of
+    image-caption pairs names, `deepclust.data.pairs`): decoded once, cached the same way."""
     size_key = f"size={size}" if size is not None else f"auto<={max_size}"
     key = json.dumps([FORMAT_VERSION, source.kind, source.spec, source.fingerprint, size_key])
     source_id = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24]

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from deepclust.methods.base import Method, StepOutput, StepState, TeacherSchedule, TrainContext
+from deepclust.methods.clip import ALIGN, CLIP, ImageTextConfig, UniCL
 from deepclust.methods.config import MethodConfigError, TypedConfig, config_from_mapping, field_names
 from deepclust.methods.dac import DAC, DACConfig
 from deepclust.methods.deepcluster import DeepCluster, DeepClusterConfig
@@ -30,6 +31,9 @@ METHODS: dict[str, type[Method]] = {
     "ibot": iBOT,
     "dinov2": DINOv2,
     "dac": DAC,
+    "clip": CLIP,
+    "align": ALIGN,
+    "unicl": UniCL,
 }
 
 
@@ -69,7 +73,8 @@ def build_method(name: str, backbone: nn.Module, *, k: int, img_size: int, **met
     """Build the method ``name`` around ``backbone``.
 
     Args:
-        name: one of ``METHODS`` (deepcluster, swav, dino, ibot, dinov2, dac).
+        name: one of ``METHODS`` (deepcluster, swav, dino, ibot, dinov2, dac; clip, align,
+            unicl train on image-caption pairs).
         backbone: a trunk from ``deepclust.models.backbones.build_backbone`` (``in_chans``
             must be ``method_in_chans(name, **method_kwargs)``) or an ``Encoder``; a trunk is
             wrapped in a ``BackboneEncoder`` with the method's evaluation transform.
@@ -88,7 +93,8 @@ def build_method(name: str, backbone: nn.Module, *, k: int, img_size: int, **met
     return cls(backbone, config, k=int(k), img_size=int(img_size))  # type: ignore[call-arg]
 
 
-__all__ = ["DAC", "DACConfig", "DINO", "DINOConfig", "DINOv2", "DINOv2Config", "DeepCluster",
+__all__ = ["ALIGN", "CLIP", "DAC", "DACConfig", "ImageTextConfig", "UniCL",
+           "DINO", "DINOConfig", "DINOv2", "DINOv2Config", "DeepCluster",
            "DeepClusterConfig", "METHODS", "Method", "MethodConfigError", "StepOutput", "StepState", "SwAV",
            "SwAVConfig", "TeacherSchedule", "TrainContext", "build_method", "get_method_class", "iBOT",
            "iBOTConfig", "method_config", "method_config_class", "method_in_chans", "method_kwargs_accepted"]

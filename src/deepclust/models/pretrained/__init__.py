@@ -144,13 +144,15 @@ def load_clip(spec: str, *, device: str | torch.device = "cpu", attentions: bool
 
 
 def require_clip(encoder: object, spec: str) -> ClipEncoder:
-    """``encoder`` when it is a CLIP model, else a clear error."""
-    if not isinstance(encoder, ClipEncoder):
+    """``encoder`` when it is a CLIP model (or a trained image-text run's encoder, which has the
+    same ``text_features`` / ``logit_scale`` / ``embed``), else a clear error."""
+    if not isinstance(encoder, ClipEncoder) and not callable(getattr(encoder, "text_features", None)):
         kind = getattr(encoder, "kind", type(encoder).__name__)
         raise ModelNotAvailableError(
             f"'{spec}' is a {kind} model; zero-shot classification and cluster naming "
-            f"need a CLIP model such as hf:openai/clip-vit-base-patch32")
-    return encoder
+            f"need a CLIP model such as hf:openai/clip-vit-base-patch32 (or a run trained with "
+            f"--method clip|align|unicl)")
+    return encoder  # type: ignore[return-value]  # a ClipEncoder, or an encoder with its interface
 
 
 __all__ = ["POOLINGS", "PretrainedEncoder", "Dinov2Encoder", "ClipEncoder", "ImagePreprocess",
