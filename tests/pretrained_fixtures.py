@@ -146,3 +146,49 @@ def colour_images_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def colour_test_images_dir(tmp_path_factory) -> Path:
     return _once("colours_test", tmp_path_factory, lambda d: colour_folder(d, seed=1))
+
+
+def perturbed_copy(src: Path, dst: Path, seed: int = 0) -> Path:
+    """``src`` (a tiny model above) re-saved to ``dst`` with every weight moved by seeded noise,
+    so that LayerNorm affines, LayerScale, biases and tokens all differ from their initial
+    values (a mapping that dropped one of them would show). Processor and tokenizer files are
+    copied as they are."""
+    import shutil
+
+    import torch
+    from transformers import AutoModel
+
+    shutil.copytree(src, dst)
+    model = AutoModel.from_pretrained(str(src), use_safetensors=True)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(dst)
+    return dst
+
+
+def build_tiny_dinov2_registers(directory: Path) -> Path:
+    """A 2-layer, 32-d DINOv2 with 2 register tokens at 32 px, 8 px patches (Bit processor: 32 px)."""
+    import torch
+    from transformers import BitImageProcessor, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+    torch.manual_seed(0)
+    config = Dinov2WithRegistersConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                                       patch_size=8, num_register_tokens=2, layerscale_value=0.5)
+    Dinov2WithRegistersModel(config).save_pretrained(directory)
+    BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_trainable_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Perturbed tiny DINOv2, DINOv2-with-registers and CLIP folders (see `perturbed_copy`)."""
+    def build(root: Path) -> Path:
+        perturbed_copy(build_tiny_dinov2(root / "src_dinov2"), root / "dinov2", seed=1)
+        perturbed_copy(build_tiny_dinov2_registers(root / "src_registers"), root / "dinov2_with_registers", seed=2)
+        perturbed_copy(build_tiny_clip(root / "src_clip"), root / "clip", seed=3)
+        return root
+
+    root = _once("tiny_trainable", tmp_path_factory, build)
+    return {name: root / name for name in ("dinov2", "dinov2_with_registers", "clip")}

@@ -133,6 +133,10 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         clusterer, min_cluster_size: ``"kmeans"`` or ``"hdbscan"`` (noise label -1).
         head, self_label, entropy_weight, head_epochs: clustering heads on the embeddings
             (``"scan"`` / ``"temi"``, see docs/heads.md); reduce, reduce_dim: ``"pca"`` / ``"umap"``.
+        init: start the backbone from this model (``hf:<id>``, a Hugging Face DINOv2 / CLIP
+            folder, or a run directory), as ``deepclust train --init`` (docs/domain_adaptation.md);
+            init_lr_scale, layer_decay, freeze_blocks, init_head_warmup_steps: its adaptation
+            knobs (None: the --init defaults).
 
     Attributes after ``fit``: ``labels_ (N,)``, ``cluster_centers_ (k, d)`` (in the clustering
     space), ``clustering_`` (the `Clustering`), ``embeddings_ (N, D)`` (the encoder's
@@ -150,7 +154,9 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
                  balanced: bool = False, method_kwargs: dict | None = None, trust_custom_code: bool = False,
                  clusterer: str = "kmeans", head: str | None = None, self_label: bool = False,
                  entropy_weight: float | None = None, head_epochs: int | None = None, reduce: str | None = None,
-                 reduce_dim: int | None = None, k_range: str | None = None, min_cluster_size: int | None = None):
+                 reduce_dim: int | None = None, k_range: str | None = None, min_cluster_size: int | None = None,
+                 init: str | None = None, init_lr_scale: float | None = None, layer_decay: float | None = None,
+                 freeze_blocks: int = 0, init_head_warmup_steps: int | None = None):
         self.method = method
         self.k = k
         self.backbone = backbone
@@ -178,6 +184,11 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         self.reduce_dim = reduce_dim
         self.k_range = k_range
         self.min_cluster_size = min_cluster_size
+        self.init = init
+        self.init_lr_scale = init_lr_scale
+        self.layer_decay = layer_decay
+        self.freeze_blocks = freeze_blocks
+        self.init_head_warmup_steps = init_head_warmup_steps
 
     # --- configuration --------------------------------------------------------------
     def _build_config(self, image_size: int, n_images: int):
@@ -209,7 +220,19 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         d.update(device=self.device, seed=int(self.random_state), image_size=image_size)
         if d["batch_size"] > n_images:
             d["batch_size"] = n_images     # one batch of everything for tiny inputs
-        return TrainConfig.from_dict(d)
+        return self._resolve_init(d)
+
+    _INIT_KNOBS = ("init", "init_lr_scale", "layer_decay", "freeze_blocks", "init_head_warmup_steps")
+
+    def _resolve_init(self, d: dict):
+        """``--init`` and its knobs over the config, resolved as `deepclust train` does."""
+        from deepclust.train.config import TrainConfig
+        from deepclust.train.init_from import resolve_init
+
+        knobs = {key: getattr(self, key) for key in self._INIT_KNOBS if getattr(self, key) not in (None, 0)}
+        given = {"image_size", *knobs, *(key for key in ("backbone", "epochs", "batch_size", "lr")
+                                          if getattr(self, key) is not None)}
+        return resolve_init(TrainConfig.from_dict({**d, **knobs}), given)
 
     def _to_store(self, x: Any, size: int | None = None, max_size: int = 96):
         if isinstance(x, (str, Path)):
@@ -239,7 +262,12 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
             return self._fit_with_model(x)
         from deepclust.train.loop import train
 
-        store = self._to_store(x)
+        init_size = None
+        if self.init and isinstance(x, (str, Path)) and not isinstance(self.config, (str, Path)):
+            from deepclust.train.init_from import describe_init
+
+            init_size = describe_init(self.init).image_size  # decode at the model's own size
+        store = self._to_store(x, size=init_size, max_size=max(96, init_size or 0))
         n = len(store.images)
         if n < (self._k_number() or 0):
             raise DataError(f"{n} images cannot form k={self.k} clusters: lower k or add images")

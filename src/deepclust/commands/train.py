@@ -28,6 +28,12 @@ left off (its config.json is used unless you pass --config/--method); a larger -
 re-stretches every schedule over the new total (a warning says so). A custom method
 (package.module:factory) is imported only with --trust-custom-code.
 
+--init SPEC (hf:<id>, a Hugging Face DINOv2 / CLIP folder, or a run) starts the backbone of
+student and teacher from SPEC's weights, with its architecture, patch size, image size and
+mean/std; heads start fresh (a short head-only warm-up first for DINO / iBOT / DINOv2), at
+0.1 x the learning rate with layer-wise decay 0.9 (--set init_lr_scale=, layer_decay=,
+freeze_blocks=N, init_head_warmup_steps=; see docs/domain_adaptation.md).
+
 Several GPUs or processes: torchrun --nproc_per_node=2 -m deepclust train ... (DDP)."""
 
 EPILOG = """\
@@ -35,6 +41,7 @@ Example:
   deepclust train --method dino --data digits --out runs/digits-dino --epochs 30 --k 10
   deepclust train --config digits_dino --data digits --out runs/dd --set method_kwargs.teacher_temp=0.05
   deepclust train --out runs/dd --resume --epochs 60
+  deepclust train --method dino --init hf:facebook/dinov2-small --data photos/ --out runs/adapted --size 98
   deepclust cluster digits --k 10 --model runs/dd --out runs/dd-clusters
   deepclust train --method clip --data pairs.csv --out runs/clip --epochs 20   # columns path,caption
   deepclust train --method unicl --data cifar10/train --out runs/unicl --size 32  # class names -> captions
@@ -102,7 +109,12 @@ def build_config(args: argparse.Namespace):
         cfg = TrainConfig.load(args.config, overrides=overrides, sets=_sets(args))
     if not cfg.data:
         raise DeepclustError("no images to train on: pass --data SOURCE (a folder, .npz, 'digits', cifar10, ...)")
-    return cfg
+    from deepclust.train.init_from import INIT_GIVEN, resolve_init
+
+    # --init: SPEC's architecture, size and mean/std unless given here; a resumed config is already resolved
+    given = INIT_GIVEN if args.resume and not args.config and not args.method else (
+        {k for k, v in overrides.items() if v is not None} | {s.split("=", 1)[0].split(".")[0] for s in args.sets})
+    return resolve_init(cfg, given)
 
 
 def _sets(args: argparse.Namespace) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -25,8 +26,17 @@ from deepclust.methods.base import Method
 from deepclust.train.checkpoint import CONFIG_FILE, MODEL_FILE, find_checkpoint, load_model_tensors
 from deepclust.train.config import TrainConfig
 
+log = logging.getLogger("deepclust.train")
 
-def build_method_from_config(cfg: TrainConfig, *, trust_custom_code: bool = False) -> Method:
+
+def build_method_from_config(cfg: TrainConfig, *, trust_custom_code: bool = False,
+                             init_weights: bool = True) -> Method:
+    """The method `cfg` describes. With ``cfg.init`` (resolved by
+    `deepclust.train.init_from.resolve_init`) and ``init_weights``, the trunk gets SPEC's weights
+    before the method copies it into its teacher; a resumed or reloaded run passes
+    ``init_weights=False`` (its checkpoint holds the weights). ``freeze_blocks`` is applied here."""
+    from deepclust.train.init_from import freeze_first_blocks, init_summary, load_init_weights
+
     if ":" in cfg.method:
         if not trust_custom_code:
             raise DeepclustError(
@@ -45,9 +55,13 @@ def build_method_from_config(cfg: TrainConfig, *, trust_custom_code: bool = Fals
 
         in_chans = method_in_chans(cfg.method, **cfg.method_kwargs)  # 2 for DeepCluster's Sobel input
         trunk = build_backbone(cfg.backbone, in_chans=in_chans, img_size=cfg.image_size, **cfg.backbone_kwargs)
+        if cfg.init and init_weights:
+            log.info(init_summary(cfg))
+            load_init_weights(trunk, cfg.init)
         method = build_method(cfg.method, trunk, k=cfg.k, img_size=cfg.image_size, **cfg.method_kwargs)
     if cfg.freeze_last_layer_epochs is not None:
         method.freeze_last_layer_epochs = cfg.freeze_last_layer_epochs
+    freeze_first_blocks(method, cfg.freeze_blocks)
     return method
 
 
@@ -67,6 +81,6 @@ def load_trained_method(run_dir: str | Path, device: str = "cpu", *,
         cfg = TrainConfig.from_dict(json.loads((gen / CONFIG_FILE).read_text()))
     except DeepclustError as exc:
         raise ModelNotAvailableError(f"{gen / CONFIG_FILE} is not a valid run config: {exc}") from exc
-    method = build_method_from_config(cfg, trust_custom_code=trust_custom_code)
+    method = build_method_from_config(cfg, trust_custom_code=trust_custom_code, init_weights=False)
     load_model_tensors(method, gen / MODEL_FILE, state.get("method_extra", {}))
     return method.to(torch.device(device)).eval(), cfg

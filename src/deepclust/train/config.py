@@ -68,6 +68,12 @@ class TrainConfig:
     # start the backbone (student and teacher) from SPEC's weights: an hf: id, a Hugging Face
     # DINOv2 / CLIP folder or a deepclust run (its backbone only; heads and optimiser start fresh)
     init: str | None = None
+    # adaptation knobs (docs/domain_adaptation.md); None: the --init default (deepclust.train.init_from),
+    # filled in when the run starts so config.json states the values used
+    init_lr_scale: float | None = None     # x the lr of every group (--init: 0.1; else 1)
+    layer_decay: float | None = None       # ViT layer-wise lr decay, BEiT's (--init: 0.9; else 1)
+    freeze_blocks: int = 0                 # ViT: freeze the patch embedding and the first N blocks
+    init_head_warmup_steps: int | None = None  # head-only steps before step 0 (--init with a teacher head: 50)
     # runtime
     seed: int = 0
     device: str = "auto"                   # auto | cpu | cuda
@@ -119,6 +125,14 @@ class TrainConfig:
             problems.append(f"cluster_whiten_dim must be >= 0 (got {self.cluster_whiten_dim}; 0 = no whitening)")
         if self.torch_threads < 0:
             problems.append(f"torch_threads must be >= 0 (got {self.torch_threads}; 0 = torch's default)")
+        if self.init_lr_scale is not None and self.init_lr_scale <= 0:
+            problems.append(f"init_lr_scale must be > 0 (got {self.init_lr_scale})")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            problems.append(f"layer_decay must be in (0, 1] (got {self.layer_decay}; 1 = no decay)")
+        if self.freeze_blocks < 0:
+            problems.append(f"freeze_blocks must be >= 0 (got {self.freeze_blocks})")
+        if self.init_head_warmup_steps is not None and self.init_head_warmup_steps < 0:
+            problems.append(f"init_head_warmup_steps must be >= 0 (got {self.init_head_warmup_steps})")
         if self.init is not None and not str(self.init).strip():
             problems.append("init must be a model spec (hf:<id>, a Hugging Face folder or a run) or null")
         if problems:

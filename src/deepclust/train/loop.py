@@ -52,10 +52,12 @@ from deepclust.train import checkpoint as ckpt
 from deepclust.train.builder import build_method_from_config
 from deepclust.train.config import TrainConfig
 from deepclust.train.feed import BatchFeeder
+from deepclust.train.init_from import INIT_GIVEN, resolve_init
+from deepclust.train.init_warmup import warm_up_heads
 from deepclust.train.interrupts import InterruptGuard
 from deepclust.train.logging import RunLogger
 from deepclust.train.online_eval import OnlineEvaluator
-from deepclust.train.optim import build_optimizer
+from deepclust.train.optim import adaptation_parameter_groups, build_optimizer
 from deepclust.train.setup import (
     check_store,
     embed_store_sharded,
@@ -231,6 +233,7 @@ def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
     rank, world = get_rank(), get_world_size()
     images, labels = check_store(store)
     cfg = dataclasses.replace(cfg, image_size=int(images.shape[1]))
+    cfg = resolve_init(cfg, given=INIT_GIVEN)  # --init: SPEC's architecture and adaptation defaults (idempotent)
     global_batch = cfg.batch_size * world
     if len(images) < global_batch:
         raise DataError(f"only {len(images)} images but one batch needs {global_batch}: lower --batch-size")
@@ -248,7 +251,8 @@ def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
             ckpt.prune_stale(out_dir)
 
     seed_everything(cfg.seed + rank)
-    built = method if method is not None else build_method_from_config(cfg, trust_custom_code=trust_custom_code)
+    built = method if method is not None else build_method_from_config(cfg, trust_custom_code=trust_custom_code,
+                                                                             init_weights=not state)
     if not isinstance(built, Method):
         raise DeepclustError(f"train() needs a deepclust Method, got {type(built).__name__}")
     if cfg.freeze_last_layer_epochs is not None:
@@ -263,8 +267,12 @@ def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
                                                 batch_size=max(cfg.batch_size, 256), amp_dtype=amp_dtype,
                                                 progress=progress and rank == 0)
     built.on_train_start(ctx)
+    if not state:
+        warm_up_heads(built, cfg, ctx)  # --init: fresh heads trained on the frozen backbone first
     lr = scaled_lr(cfg.lr, global_batch)
-    optimizer = build_optimizer(cfg.optimizer, built.parameter_groups(cfg.weight_decay), lr=lr, momentum=cfg.momentum)
+    groups = adaptation_parameter_groups(built, cfg.weight_decay, lr_scale=cfg.init_lr_scale,
+                                         layer_decay=cfg.layer_decay)  # --init's lower lr, layer decay
+    optimizer = build_optimizer(cfg.optimizer, groups, lr=lr, momentum=cfg.momentum)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     if state:
         ckpt.load_checkpoint(out_dir, built, optimizer)

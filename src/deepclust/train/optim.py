@@ -117,3 +117,52 @@ def set_step_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, weight
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
         group["weight_decay"] = weight_decay * group.get("wd_scale", 1.0)
+
+
+#: Trunk parameters before the first block (layer 0 of BEiT's layer-wise decay).
+EMBEDDING_PARAMETERS = ("patch_embed", "cls_token", "pos_embed", "register_tokens", "mask_token", "pre_norm")
+
+
+def vit_layer_id(name: str, depth: int, prefix: str = "backbone.trunk.") -> int:
+    """BEiT's layer of a parameter (``get_layer_id_for_vit``): 0 for the embeddings (patch
+    embedding, CLS / register / mask tokens, position embeddings, CLIP's pre-norm), ``i + 1``
+    for block ``i``, ``depth + 1`` for the final norm and everything outside the student trunk
+    (the heads)."""
+    if not name.startswith(prefix):
+        return depth + 1
+    parts = name[len(prefix):].split(".")
+    if parts[0] in EMBEDDING_PARAMETERS:
+        return 0
+    if parts[0] == "blocks":
+        return int(parts[1]) + 1
+    return depth + 1
+
+
+def adaptation_parameter_groups(method: torch.nn.Module, weight_decay: float, *, lr_scale: float | None = None,
+                                layer_decay: float | None = None) -> list[dict[str, Any]]:
+    """``method.parameter_groups(weight_decay)`` with ``--init``'s adaptation applied: every
+    group's ``lr_scale`` multiplied by ``lr_scale`` and, with ``layer_decay`` < 1 (a ViT
+    backbone), each group split by `vit_layer_id` with ``lr_scale * layer_decay ** (depth + 1
+    - layer)`` (BEiT: the heads and final norm keep the full rate, block ``i`` gets
+    ``layer_decay ** (depth - i)``, the embeddings ``layer_decay ** (depth + 1)``). None: 1
+    (no change). Groups keep their order (a resumed optimiser state fits them)."""
+    groups: list[dict[str, Any]] = method.parameter_groups(weight_decay)  # type: ignore[operator]
+    scale = 1.0 if lr_scale is None else float(lr_scale)
+    decay = 1.0 if layer_decay is None else float(layer_decay)
+    if decay == 1.0:
+        return [dict(g, lr_scale=g.get("lr_scale", 1.0) * scale) for g in groups] if scale != 1.0 else groups
+    blocks = getattr(getattr(getattr(method, "backbone", None), "trunk", None), "blocks", None)
+    if blocks is None:
+        raise DeepclustError("layer_decay needs a ViT backbone (vit, vit_tiny, vit_small or --init of a ViT); "
+                             "set layer_decay=1 for other backbones")
+    depth = len(blocks)
+    names = {id(p): n for n, p in method.named_parameters()}
+    out: list[dict[str, Any]] = []
+    for group in groups:
+        by_layer: dict[int, list[torch.nn.Parameter]] = {}
+        for p in group["params"]:
+            by_layer.setdefault(vit_layer_id(names[id(p)], depth), []).append(p)
+        for layer in sorted(by_layer):
+            out.append(dict(group, params=by_layer[layer], layer_id=layer,
+                            lr_scale=group.get("lr_scale", 1.0) * scale * decay ** (depth + 1 - layer)))
+    return out

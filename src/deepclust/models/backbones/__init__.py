@@ -63,6 +63,7 @@ for _depth, _fn in (("18", resnet18), ("34", resnet34), ("50", resnet50)):
 _BUILDERS["small_cnn"] = _small_cnn
 _BUILDERS["vit_tiny"] = _vit_builder(vit_tiny)
 _BUILDERS["vit_small"] = _vit_builder(vit_small)
+_BUILDERS["vit"] = _vit_builder(VisionTransformer)  # every size given in backbone_kwargs (--init)
 
 BACKBONE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 

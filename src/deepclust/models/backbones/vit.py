@@ -12,6 +12,14 @@ make DDP fail with "parameters that were not used in producing loss"), and
 Attention uses ``F.scaled_dot_product_attention`` (fused kernels, no (N, N) matrix kept)
 in the normal forward; the explicit softmax path only runs when the weights are asked for
 (``get_last_selfattention``, used for DINO attention maps).
+
+Options that let a pretrained Hugging Face DINOv2 or CLIP vision tower be mapped into this
+trunk exactly (`deepclust.models.pretrained.to_trainable`): ``norm_eps`` (LayerNorm epsilon),
+``act`` (``gelu``, CLIP's ``quick_gelu``, ``gelu_tanh``), ``mlp_hidden_dim``, ``pre_norm``
+(CLIP's LayerNorm between the embeddings and the first block), ``patch_bias`` (CLIP's patch
+convolution has none), ``pos_embed_size`` (the image size the position embeddings were
+learned for, when it differs from ``img_size``) and ``pos_antialias`` (DINOv2-with-registers
+interpolates position embeddings with antialiasing).
 """
 
 from __future__ import annotations
@@ -63,11 +71,32 @@ class Attention(nn.Module):
         return out, attn
 
 
+class QuickGELU(nn.Module):
+    """CLIP's activation ``x * sigmoid(1.702 x)`` (Radford et al., 2021)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+#: Activations of the MLP: exact (erf) GELU, CLIP's quick GELU, the tanh approximation.
+ACTIVATIONS = ("gelu", "quick_gelu", "gelu_tanh")
+
+
+def make_activation(name: str) -> nn.Module:
+    if name == "gelu":
+        return nn.GELU()
+    if name == "quick_gelu":
+        return QuickGELU()
+    if name == "gelu_tanh":
+        return nn.GELU(approximate="tanh")
+    raise ValueError(f"unknown ViT activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
+
+
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden_dim: int):
+    def __init__(self, dim: int, hidden_dim: int, act: str = "gelu"):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
+        self.act = make_activation(act)
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,14 +119,15 @@ class Block(nn.Module):
     """Pre-norm transformer block, with LayerScale on both branches when ``layerscale_init``."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop_path: float = 0.0, layerscale_init: float | None = None):
+                 drop_path: float = 0.0, layerscale_init: float | None = None, norm_eps: float = 1e-6,
+                 act: str = "gelu", mlp_hidden_dim: int | None = None):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias)
         self.ls1: nn.Module = LayerScale(dim, layerscale_init) if layerscale_init else nn.Identity()
         self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, mlp_hidden_dim or int(dim * mlp_ratio), act)
         self.ls2: nn.Module = LayerScale(dim, layerscale_init) if layerscale_init else nn.Identity()
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
@@ -111,10 +141,10 @@ class Block(nn.Module):
 class PatchEmbed(nn.Module):
     """Non-overlapping ``patch_size`` patches -> ``(B, N, D)`` tokens via a strided conv."""
 
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, bias: bool = True):
         super().__init__()
         self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -154,23 +184,30 @@ class VisionTransformer(nn.Module):
         num_register_tokens: learnable register tokens (Darcet et al., "Vision Transformers
             Need Registers", ICLR 2024) placed after CLS, without position embeddings; they
             are dropped from ``forward_features``'s outputs (``num_prefix_tokens`` counts them).
+        norm_eps, act, mlp_hidden_dim, pre_norm, patch_bias, pos_embed_size, pos_antialias:
+            see the module docstring (defaults: DINO's ViT).
     """
 
     def __init__(self, img_size: int = 32, patch_size: int | None = None, in_chans: int = 3,
                  embed_dim: int = 192, depth: int = 12, num_heads: int = 3,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path_rate: float = 0.0,
                  mask_token: bool = False, layerscale_init: float | None = None,
-                 num_register_tokens: int = 0):
+                 num_register_tokens: int = 0, norm_eps: float = 1e-6, act: str = "gelu",
+                 mlp_hidden_dim: int | None = None, pre_norm: bool = False, patch_bias: bool = True,
+                 pos_embed_size: int | None = None, pos_antialias: bool = False):
         super().__init__()
         patch_size = patch_size or default_patch_size(img_size)
-        if img_size % patch_size:
-            raise ValueError(f"ViT img_size {img_size} must be a multiple of patch_size {patch_size}")
+        pos_size = pos_embed_size or img_size
+        if pos_size % patch_size:
+            raise ValueError(f"ViT img_size {pos_size} must be a multiple of patch_size {patch_size}")
+        make_activation(act)  # a clear error for an unknown name before any weight is made
         self.img_size = img_size
         self.patch_size = patch_size
         self.embed_dim: int = embed_dim
         self.num_heads = num_heads
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
-        self.grid_size = img_size // patch_size
+        self.pos_antialias = bool(pos_antialias)
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, bias=patch_bias)
+        self.grid_size = pos_size // patch_size
         self.num_patches = self.grid_size ** 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, embed_dim))
@@ -185,9 +222,12 @@ class VisionTransformer(nn.Module):
             nn.Parameter(torch.zeros(1, num_register_tokens, embed_dim)) if num_register_tokens else None)
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_path=r, layerscale_init=layerscale_init)
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_path=r, layerscale_init=layerscale_init,
+                  norm_eps=norm_eps, act=act, mlp_hidden_dim=mlp_hidden_dim)
             for r in rates)
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        # CLIP's ``pre_layrnorm``: normalises the embedded tokens before the first block
+        self.pre_norm: nn.Module = nn.LayerNorm(embed_dim, eps=norm_eps) if pre_norm else nn.Identity()
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
 
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -208,8 +248,8 @@ class VisionTransformer(nn.Module):
         cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
         g = self.grid_size
         patch_pos = patch_pos.reshape(1, g, g, self.embed_dim).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(patch_pos.float(), size=(h_patches, w_patches),
-                                  mode="bicubic", align_corners=False).to(self.pos_embed.dtype)
+        patch_pos = F.interpolate(patch_pos.float(), size=(h_patches, w_patches), mode="bicubic",
+                                  align_corners=False, antialias=self.pos_antialias).to(self.pos_embed.dtype)
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, h_patches * w_patches, self.embed_dim)
         return torch.cat([cls_pos, patch_pos], dim=1)
 
@@ -233,7 +273,7 @@ class VisionTransformer(nn.Module):
         tokens = tokens + self.interpolate_pos_encoding(h // self.patch_size, w // self.patch_size)
         if self.register_tokens is not None:  # after the position embeddings, as in DINOv2
             tokens = torch.cat([tokens[:, :1], self.register_tokens.expand(b, -1, -1), tokens[:, 1:]], dim=1)
-        return tokens
+        return self.pre_norm(tokens)
 
     def forward_features(self, x: torch.Tensor, masks: torch.Tensor | None = None
                          ) -> dict[str, torch.Tensor]:
