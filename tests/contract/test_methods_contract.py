@@ -1,6 +1,7 @@
-"""The contract every method x backbone keeps (deepcluster, swav, dino, dac x small_cnn,
+"""The contract every method x backbone keeps (deepcluster, swav, dino, dac, scan x small_cnn,
 resnet18, vit_tiny at 16 px, batch 4; ibot and dinov2 on vit_tiny only, because their patch
-loss needs a ViT's patch tokens and mask token):
+loss needs a ViT's patch tokens and mask token; scan's two epochs are one SCAN epoch and one
+self-labelling epoch, so resume crosses the switch):
 
 * one step gives a finite loss and a gradient for every trainable parameter (DINO's
   teacher and its weight-normalised last layer's fixed norm ``weight_g`` are frozen by
@@ -45,6 +46,10 @@ def test_one_step_finite_loss_and_every_trainable_parameter_gets_a_gradient(meth
         from methods_helpers import context
 
         method.on_epoch_start(context(images, embed_all=lambda: embed_images(method.encoder(), images)))
+    if method_name == "scan":  # its step pairs each image with a neighbour mined at the start
+        from methods_helpers import context
+
+        method.on_train_start(context(images))
     state = step_state(epoch=1, step=5)   # past DINO's frozen epoch and SwAV's frozen iterations
     x = torch.from_numpy(images[:4])
     with torch.no_grad():

@@ -22,6 +22,7 @@ from deepclust.methods.deepcluster import DeepCluster, DeepClusterConfig
 from deepclust.methods.dino import DINO, DINOConfig
 from deepclust.methods.dinov2 import DINOv2, DINOv2Config
 from deepclust.methods.ibot import iBOT, iBOTConfig
+from deepclust.methods.scan import SCAN, SCANConfig
 from deepclust.methods.swav import SwAV, SwAVConfig
 
 METHODS: dict[str, type[Method]] = {
@@ -31,6 +32,7 @@ METHODS: dict[str, type[Method]] = {
     "ibot": iBOT,
     "dinov2": DINOv2,
     "dac": DAC,
+    "scan": SCAN,
     "clip": CLIP,
     "align": ALIGN,
     "unicl": UniCL,
@@ -95,6 +97,7 @@ def build_method(name: str, backbone: nn.Module, *, k: int, img_size: int, **met
 
 __all__ = ["ALIGN", "CLIP", "DAC", "DACConfig", "ImageTextConfig", "UniCL",
            "DINO", "DINOConfig", "DINOv2", "DINOv2Config", "DeepCluster",
-           "DeepClusterConfig", "METHODS", "Method", "MethodConfigError", "StepOutput", "StepState", "SwAV",
+           "DeepClusterConfig", "METHODS", "SCAN", "SCANConfig", "Method", "MethodConfigError", "StepOutput",
+           "StepState", "SwAV",
            "SwAVConfig", "TeacherSchedule", "TrainContext", "build_method", "get_method_class", "iBOT",
            "iBOTConfig", "method_config", "method_config_class", "method_in_chans", "method_kwargs_accepted"]
