@@ -41,7 +41,7 @@ from deepclust.methods.base import Method, StepOutput, StepState, TrainContext
 from deepclust.methods.common import MethodConfigError, as_encoder, build_views, check_backbone, patch_size_of
 from deepclust.methods.config import TypedConfig
 from deepclust.models.encoder import Encoder
-from deepclust.models.image_text import ImageTextEncoder
+from deepclust.models.image_text import ImageTextEncoder, ImageTextHead
 from deepclust.models.text import TextTokenizer, TextTransformer, train_bpe
 
 __all__ = ["ALIGN", "CLIP", "ImageTextConfig", "ImageTextMethod", "UniCL"]
@@ -106,23 +106,26 @@ class ImageTextMethod(Method):
         text = TextTransformer(vocab, eot_id,
                                context_length=cfg.context_length, width=cfg.text_width, layers=cfg.text_layers,
                                heads=cfg.text_heads, embed_dim=cfg.embed_dim)
-        model = ImageTextEncoder(image, text, scale="temperature" if self.objective == "align" else "log_scale",
-                                 name=self.name)
-        model.tokenizer = tokenizer
-        super().__init__(model)
+        super().__init__(image)
+        self.head = ImageTextHead(int(image.embed_dim), text,
+                                  scale="temperature" if self.objective == "align" else "log_scale")
+        self.head.tokenizer = tokenizer
         self.config, self.k, self.views = cfg, int(k), views
         self._pairs: Any = None
         self._tokens: torch.Tensor | None = None
+        # The joint-space Encoder over backbone + head; kept out of the module tree (no second
+        # copy of the weights in state_dict).
+        object.__setattr__(self, "_joint", ImageTextEncoder(image, self.head, name=self.name))
 
-    @property
-    def model(self) -> ImageTextEncoder:
-        assert isinstance(self.backbone, ImageTextEncoder)
-        return self.backbone
+    def encoder(self) -> ImageTextEncoder:
+        """The image tower and the head as one CLIP-like `Encoder` (joint-space embeddings)."""
+        joint: ImageTextEncoder = self.__dict__["_joint"]
+        return joint
 
     def train(self, mode: bool = True) -> ImageTextMethod:
         super().train(mode)
         if self.config.lock_image:  # LiT: the locked tower stays in eval mode (no BatchNorm updates)
-            self.model.image.eval()
+            self.backbone.eval()
         return self
 
     # --- data ---------------------------------------------------------------------------
@@ -133,8 +136,8 @@ class ImageTextMethod(Method):
                                     "deepclust.data.pairs.load_pairs (CLI: --data pairs.csv, a folder with "
                                     ".txt captions, or a folder with class sub-folders)")
         self.use_pairs(store)
-        if self.model.tokenizer is None:
-            self.model.tokenizer = _train_tokenizer(store.texts, self.config.vocab_size)
+        if self.head.tokenizer is None:
+            self.head.tokenizer = _train_tokenizer(store.texts, self.config.vocab_size)
 
     def use_pairs(self, store: Any) -> None:
         """Captions of ``store`` (a `PairStore`) for `collate`."""
@@ -147,10 +150,11 @@ class ImageTextMethod(Method):
     def _token_table(self, device: torch.device) -> torch.Tensor:
         """``(T, L)`` ids of every distinct caption, computed once (and after a tokenizer change)."""
         if self._tokens is None:
-            ids = self.model.tokenize(self._pairs.texts)
-            if int(ids.max()) >= self.model.text.token_embedding.num_embeddings:
+            ids = self.head.tokenize(self._pairs.texts)
+            rows = self.head.text.token_embedding.num_embeddings
+            if int(ids.max()) >= rows:
                 raise MethodConfigError(f"{self.name}: the tokenizer has ids up to {int(ids.max())} but the text "
-                                        f"tower has {self.model.text.token_embedding.num_embeddings} rows: "
+                                        f"tower has {rows} rows: "
                                         "raise method_kwargs.vocab_size")
             self._tokens = ids
         if self._tokens.device != device:
@@ -168,29 +172,30 @@ class ImageTextMethod(Method):
         pick = lo + (torch.rand(len(index)) * count).long().clamp_max(count - 1)
         device = batch["images"].device
         text = self._token_table(device)[self._caption_ids[pick].to(device)]
-        images = self.views(batch["images"])[0] if self.views is not None else self.model.preprocess(batch["images"])
+        raw = batch["images"]
+        images = self.views(raw)[0] if self.views is not None else self.encoder().preprocess(raw)
         return {"images": images, "text": text, "labels": self._labels[index].to(device), "index": batch["index"]}
 
     # --- the step -----------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], state: StepState) -> StepOutput:
-        model = self.model
-        image = model(batch["images"])
-        text = model.encode_text(batch["text"])
-        scale = model.scale_parameter()
+        head = self.head
+        image = head.image_projection(self.backbone(batch["images"]))
+        text = head.encode_text(batch["text"])
+        scale = head.scale_parameter()
         if self.objective == "align":
             loss = align_loss(image, text, scale, label_smoothing=self.config.label_smoothing)
         elif self.objective == "unicl":
             loss = unicl_loss(image, text, batch["labels"], scale)
         else:
             loss = clip_loss(image, text, scale)
-        return StepOutput(terms={self.objective: loss}, logs={"logit_scale": model.logit_scale})
+        return StepOutput(terms={self.objective: loss}, logs={"logit_scale": head.logit_scale})
 
     def after_optimizer_step(self, state: StepState) -> None:
-        self.model.clamp_scale_()
+        self.head.clamp_scale_()
 
     # --- the tokenizer travels with the checkpoint -----------------------------------------
     def state_extra(self) -> dict[str, Any]:
-        tok = self.model.tokenizer
+        tok = self.head.tokenizer
         if tok is None:
             return {}
         return {"tokenizer_json": torch.frombuffer(bytearray(tok.to_json().encode("utf-8")), dtype=torch.uint8)}
@@ -198,7 +203,7 @@ class ImageTextMethod(Method):
     def load_state_extra(self, state: dict[str, Any]) -> None:
         data = state.get("tokenizer_json")
         if data is not None:
-            self.model.tokenizer = TextTokenizer.from_json(bytes(data.cpu().numpy().tobytes()).decode("utf-8"))
+            self.head.tokenizer = TextTokenizer.from_json(bytes(data.cpu().numpy().tobytes()).decode("utf-8"))
             self._tokens = None
 
 
