@@ -113,3 +113,17 @@ def test_lit_locks_a_tiny_hf_dinov2_loaded_through_the_real_path(tmp_path, tiny_
                                                  method.backbone.state_dict().values()))
     assert not torch.equal(start.head.text.projection.weight, method.head.text.projection.weight)
     assert not torch.equal(start.head.image_projection.weight, method.head.image_projection.weight)
+
+
+def test_lock_image_flag_and_paired_loading_on_the_command_line(tmp_path, tiny_image_folder):
+    from deepclust.cli import build_parser
+    from deepclust.commands.train import build_config, load_training_data
+
+    args = build_parser().parse_args(["train", "--method", "clip", "--data", str(tiny_image_folder), "--out",
+                                      str(tmp_path / "run"), "--lock-image", "--size", "16"])
+    cfg = build_config(args)
+    assert cfg.method_kwargs["lock_image"] is True
+    store = load_training_data(cfg, progress=False)
+    assert store.kind == "templates" and len(store) == 24
+    cfg.method = "dino"
+    assert not hasattr(load_training_data(cfg, progress=False), "caption_ids")
