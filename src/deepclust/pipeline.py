@@ -322,7 +322,7 @@ def _names(namer: Any, loaded: LoadedModel, store: Any, labels: np.ndarray, x: n
     """CLIP names per cluster; the clustering's own embeddings when the namer is the model."""
     if namer is None:
         return None
-    from deepclust.models.pretrained import ClipEncoder, require_clip
+    from deepclust.models.pretrained import require_clip
     from deepclust.naming import name_clusters
 
     if isinstance(namer, str):
@@ -331,7 +331,7 @@ def _names(namer: Any, loaded: LoadedModel, store: Any, labels: np.ndarray, x: n
     encoder = namer.encoder if isinstance(namer, LoadedModel) else namer
     clip = require_clip(encoder, str(getattr(namer, "spec", None) or getattr(encoder, "name", encoder)))
     log.info("naming clusters with %s (vocabulary: %s)", clip.name, vocab)
-    if reuse and isinstance(clip, ClipEncoder) and clip.pooling == "cls":
+    if reuse and getattr(clip, "pooling", None) == "cls":  # a CLIP's (or image-text run's) joint-space embeddings
         return name_clusters(clip, store.images, labels, vocab, top_n=3, image_embeds=x, progress=progress)
     return name_clusters(clip, store.images, labels, vocab, top_n=3, progress=progress)
 
