@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ from deepclust.methods.config import check_fields
 
 #: An upper bound that catches typos such as `epochs: 1e9` (a billion epochs).
 MAX_EPOCHS = 100_000
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+#: The longest budget accepted (catches typos such as 600h).
+MAX_BUDGET_S = 30 * 86400.0
 
 
 @dataclass
@@ -74,6 +79,9 @@ class TrainConfig:
     layer_decay: float | None = None       # ViT layer-wise lr decay, BEiT's (--init: 0.9; else 1)
     freeze_blocks: int = 0                 # ViT: freeze the patch embedding and the first N blocks
     init_head_warmup_steps: int | None = None  # head-only steps before step 0 (--init with a teacher head: 50)
+    # wall-clock budget for training ("90s", "60m", "2h", "1h30m"): sizes epochs and steps from the
+    # measured throughput and stretches every schedule to it (deepclust.train.budget); None: cfg.epochs
+    time_budget: str | None = None
     # runtime
     seed: int = 0
     device: str = "auto"                   # auto | cpu | cuda
@@ -135,6 +143,8 @@ class TrainConfig:
             problems.append(f"init_head_warmup_steps must be >= 0 (got {self.init_head_warmup_steps})")
         if self.init is not None and not str(self.init).strip():
             problems.append("init must be a model spec (hf:<id>, a Hugging Face folder or a run) or null")
+        if self.time_budget is not None:
+            problems.extend(_budget_problems(self.time_budget))
         if problems:
             raise DeepclustError("invalid training config: " + "; ".join(problems))
         self._check_method_kwargs()
@@ -174,6 +184,33 @@ class TrainConfig:
         for item in sets or []:
             apply_set(d, item)
         return cls.from_dict(d)
+
+
+def _budget_problems(text: str) -> list[str]:
+    """The time budget's parse error, if any."""
+    try:
+        parse_duration(text)
+    except DeepclustError as exc:
+        return [str(exc)]
+    return []
+
+
+def parse_duration(text: str | float | int | None) -> float | None:
+    """``"90s"``, ``"60m"``, ``"2h"``, ``"1h30m"``, ``"1.5h"`` -> seconds (None -> None).
+
+    A unit is required (s, m, h, d); the whole text must be such terms. Raises
+    DeepclustError for anything else, zero, or more than 30 days."""
+    if text is None:
+        return None
+    raw = str(text).strip().lower().replace(" ", "")
+    terms = _DURATION.findall(raw)
+    if not raw or not terms or "".join(f"{n}{u}" for n, u in terms) != raw:
+        raise DeepclustError(f"time budget {text!r} is not a duration: give a number with a unit, e.g. 90s, 60m, "
+                             "2h or 1h30m")
+    seconds = sum(float(n) * _UNITS[u] for n, u in terms)
+    if seconds <= 0 or seconds > MAX_BUDGET_S:
+        raise DeepclustError(f"time budget {text!r} must be more than 0 s and at most 30 days")
+    return seconds
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

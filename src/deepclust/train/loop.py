@@ -48,6 +48,7 @@ from deepclust.core.schedules import scaled_lr
 from deepclust.errors import DataError, DeepclustError
 from deepclust.methods.base import Method
 from deepclust.methods.state import TrainContext
+from deepclust.train import budget as budget_mod
 from deepclust.train import checkpoint as ckpt
 from deepclust.train.builder import build_method_from_config
 from deepclust.train.config import TrainConfig
@@ -95,6 +96,7 @@ class _Run:
     ctx: TrainContext
     images: np.ndarray
     progress: bool
+    budget: budget_mod.BudgetController | None = None   # --time: sizes and re-plans the epochs
 
 
 def train(cfg: TrainConfig, store: Any, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
@@ -107,6 +109,7 @@ def train(cfg: TrainConfig, store: Any, out_dir: str | Path, *, resume: bool = F
     Runs with `cfg.torch_threads` CPU threads when set, and restores the caller's count.
     `trust_custom_code`: allow a ``module:factory`` cfg.method to be imported (see builder).
     """
+    started = time.perf_counter()   # a time budget counts from here
     previous_threads = torch.get_num_threads()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
@@ -115,16 +118,16 @@ def train(cfg: TrainConfig, store: Any, out_dir: str | Path, *, resume: bool = F
     lock = output_lock(out_dir) if first else contextlib.nullcontext()
     try:
         with lock:
-            return _train(cfg, store, Path(out_dir), resume=resume, progress=progress,
-                          eval_store=eval_store, method=method, trust_custom_code=trust_custom_code)
+            return _train(cfg, store, Path(out_dir), resume=resume, progress=progress, eval_store=eval_store,
+                          method=method, trust_custom_code=trust_custom_code, started=started)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _train(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progress: bool,
-           eval_store: Any | None, method: nn.Module | None, trust_custom_code: bool) -> Path:
+           eval_store: Any | None, method: nn.Module | None, trust_custom_code: bool, started: float) -> Path:
     run, state = _setup(cfg, store, out_dir, resume=resume, progress=progress, method=method,
-                        trust_custom_code=trust_custom_code)
+                        trust_custom_code=trust_custom_code, started=started)
     cfg, ctx, rank = run.cfg, run.ctx, run.ctx.rank
     evaluator = logger = None
     if rank == 0:
@@ -154,6 +157,8 @@ def _train(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
             elif is_dist():
                 gather_rng()  # the collective pairs with rank 0's call in _save
             barrier()
+            if run.budget is not None:
+                run.budget.end_epoch(epoch, ctx.step)
             raise_if_collapsed(stats, epoch, cfg, ctx.device)
     except NonFiniteLossError as exc:
         if rank == 0 and ckpt.read_state(out_dir) is None:  # the step's message speaks of a kept checkpoint
@@ -179,6 +184,9 @@ def _train_epoch(run: _Run) -> dict[str, Any]:
     """One epoch: the method's epoch hook, then collate -> step -> optimise for every batch."""
     cfg, ctx, method = run.cfg, run.ctx, run.method
     epoch_start = time.perf_counter()
+    if run.budget is not None:
+        run.budget.begin_epoch()
+        ctx.steps_per_epoch = run.budget.rows(ctx.epoch)   # the order has room for a longer re-plan
     method.train()
     ctx.logs, ctx.reinitialized = {}, []
     method.on_epoch_start(ctx)  # e.g. DeepCluster's k-means: in "seconds", not in "images_per_s"
@@ -189,8 +197,12 @@ def _train_epoch(run: _Run) -> dict[str, Any]:
     sums: dict[str, float] = {}
     state = run.schedules.state(ctx.epoch, ctx.step)
     start = time.perf_counter()
-    bar = tqdm(total=len(feeder), desc=f"epoch {ctx.epoch + 1}/{cfg.epochs}",
+    if run.budget is not None:
+        run.budget.begin_steps(ctx.epoch)
+    planned = run.schedules.steps_in_epoch(ctx.epoch) if run.budget is not None else len(feeder)
+    bar = tqdm(total=planned, desc=f"epoch {ctx.epoch + 1}/{cfg.epochs}",
                disable=not (run.progress and ctx.rank == 0), leave=False)
+    done = 0
     for i, raw in enumerate(feeder):
         state = run.schedules.state(ctx.epoch, ctx.step)
         with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
@@ -200,14 +212,18 @@ def _train_epoch(run: _Run) -> dict[str, Any]:
         check_finite(loss, state)
         optimizer_step(method, run.optimizer, run.scaler, loss, state, clip_grad=cfg.clip_grad, params=params)
         ctx.step += 1
+        done = i + 1
         for key, value in _step_logs(loss, out).items():
             sums[key] = sums.get(key, 0.0) + value
         bar.update(1)
-        if (i + 1) % cfg.log_every == 0 or i + 1 == len(feeder):
-            rate = (i + 1) * cfg.batch_size * ctx.world_size / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{sums['loss'] / (i + 1):.4f}", lr=f"{state.lr:.2e}", img_s=f"{rate:.0f}")
+        if done % cfg.log_every == 0 or done == planned:
+            rate = done * cfg.batch_size * ctx.world_size / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{sums['loss'] / done:.4f}", lr=f"{state.lr:.2e}", img_s=f"{rate:.0f}")
+        if run.budget is not None and run.budget.after_step(ctx.epoch, done, ctx.step):
+            break
+    feeder.close()
     bar.close()
-    steps, seconds = max(1, len(feeder)), time.perf_counter() - start
+    steps, seconds = max(1, done), time.perf_counter() - start
     row: dict[str, Any] = {"epoch": ctx.epoch + 1, "step": ctx.step, "loss": sums.pop("loss", float("nan")) / steps,
                            "lr": state.lr, "wd": state.weight_decay,
                            "images_per_s": steps * cfg.batch_size * ctx.world_size / seconds,
@@ -226,8 +242,8 @@ def _step_logs(loss: torch.Tensor, out: Any) -> dict[str, float]:
     return logs
 
 
-def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progress: bool,
-           method: nn.Module | None, trust_custom_code: bool = False) -> tuple[_Run, dict[str, Any] | None]:
+def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progress: bool, method: nn.Module | None,
+           trust_custom_code: bool = False, started: float = 0.0) -> tuple[_Run, dict[str, Any] | None]:
     """Device, data checks, checkpoint to resume, method, optimiser, schedules, DDP."""
     device = init_from_env(cfg.device)
     rank, world = get_rank(), get_world_size()
@@ -246,6 +262,7 @@ def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
         raise DeepclustError(f"{out_dir} already holds a training run: pass --resume to continue it "
                              "or choose another --out")
     if state:
+        cfg = budget_mod.resumed_epochs(cfg, state)  # a budget run keeps its sized epochs
         warn_changed_settings(out_dir, cfg, world, state)
         if rank == 0:
             ckpt.prune_stale(out_dir)
@@ -266,6 +283,8 @@ def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
     ctx.embed_all = lambda: embed_store_sharded(built.encoder(), images, device=device,
                                                 batch_size=max(cfg.batch_size, 256), amp_dtype=amp_dtype,
                                                 progress=progress and rank == 0)
+    built, cfg, plan = budget_mod.plan_budget(built, cfg, ctx, state=state, started=started, rebuild=None if method
+                                              else lambda c: _rebuild(c, rank, device, trust_custom_code, state))
     built.on_train_start(ctx)
     if not state:
         warm_up_heads(built, cfg, ctx)  # --init: fresh heads trained on the frozen backbone first
@@ -283,15 +302,31 @@ def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
     if is_dist():
         model = wrap_ddp(model, built, device)
     wd_end = cfg.weight_decay if cfg.weight_decay_end is None else cfg.weight_decay_end
-    schedules = Schedules.build(built, lr=lr, min_lr=cfg.min_lr, warmup_epochs=cfg.warmup_epochs,
-                                weight_decay=cfg.weight_decay, weight_decay_end=wd_end, epochs=cfg.epochs,
-                                steps_per_epoch=steps_per_epoch)
-    return _Run(cfg, built, model, optimizer, scaler, schedules, ctx, images, progress), state
+    if plan is not None:
+        schedules = budget_mod.build_schedules(built, cfg, plan, lr=lr, steps_per_epoch=steps_per_epoch)
+    else:
+        schedules = Schedules.build(built, lr=lr, min_lr=cfg.min_lr, warmup_epochs=cfg.warmup_epochs,
+                                    weight_decay=cfg.weight_decay, weight_decay_end=wd_end, epochs=cfg.epochs,
+                                    steps_per_epoch=steps_per_epoch)
+    controller = None if plan is None else budget_mod.BudgetController(plan, schedules, started=started)
+    return _Run(cfg, built, model, optimizer, scaler, schedules, ctx, images, progress, controller), state
+
+
+def _rebuild(cfg: TrainConfig, rank: int, device: torch.device, trust_custom_code: bool,
+             state: dict[str, Any] | None) -> Method:
+    """The method again, from `cfg` (a time budget's stretched settings), seeded as the first build."""
+    seed_everything(cfg.seed + rank)
+    built = build_method_from_config(cfg, trust_custom_code=trust_custom_code, init_weights=not state)
+    if cfg.freeze_last_layer_epochs is not None:
+        built.freeze_last_layer_epochs = cfg.freeze_last_layer_epochs
+    return built.to(device)
 
 
 def _save(run: _Run, out_dir: Path) -> None:
     extra: dict[str, Any] = {"world_size": run.ctx.world_size}
     if run.scaler is not None:
         extra["grad_scaler"] = run.scaler.state_dict()
+    if run.budget is not None:
+        extra["budget"] = run.budget.state()
     ckpt.save_checkpoint(out_dir, method=run.method, optimizer=run.optimizer, config=run.cfg.to_dict(),
                          epoch=run.ctx.epoch + 1, step=run.ctx.step, rng=gather_rng(), extra=extra)

@@ -1,0 +1,403 @@
+"""Time budgets: ``deepclust train ... --time 60m`` sizes the run to the budget.
+
+    parse_duration("90s" | "60m" | "2h" | "1h30m") -> seconds
+    probe(...) -> Estimate            # measured: step time, per-epoch overheads
+    size_plan(budget_s, estimate, ...) -> BudgetPlan
+    BudgetController                  # the loop's side: re-plans as the measured rate drifts
+
+How a budgeted run is sized (the clock starts when `train()` is called):
+
+1. **Probe.** A copy of the freshly built method runs its epoch hook on a subset of the store
+   and a few optimisation steps (1 untimed, then timed) with its own optimiser; every RNG is
+   restored afterwards, so the run itself is unaffected. This gives the step time ``t``, the
+   per-epoch work before the steps ``pre`` (DeepCluster's embedding + k-means, scaled from
+   the subset to the store) and after them ``post`` (collapse watch and k-NN embedding at the
+   measured embedding rate, a checkpoint from the parameter bytes).
+2. **Size.** With ``B`` seconds left and ``F`` steps in a full epoch: ``E = ceil(B / (F t +
+   pre + post))`` epochs of ``floor((B / E - pre - post) / t) <= F`` steps each. The plan
+   (epochs, per-epoch steps, estimates, why) is logged and kept in every checkpoint's
+   state.json; config.json records ``epochs: E`` and ``time_budget``.
+3. **Stretch.** Settings counted in epochs are read as fractions of the recipe's run
+   (``cfg.epochs``, the reference): scaled by ``E / cfg.epochs`` -- the lr warm-up (capped at
+   half the run), the teacher temperature warm-up (capped at the run), the last-layer freeze
+   (epochs; iterations by the step ratio), DAC's threshold schedule (``threshold_epochs``,
+   its natural speed when unset, capped so that the thresholds meet in the last epoch) and
+   SwAV's queue start. Every per-step schedule (lr, wd, teacher momentum, temperatures) spans
+   exactly the planned steps, so it ends at its end value.
+4. **Control.** At each quarter of every epoch (every step of the last) and after it, the
+   remaining step counts are recomputed from the measured rate and overheads (a busy machine,
+   a first epoch slower than the probe); `Schedules.replan` stretches the rest of every schedule over them, so the run
+   still ends at each schedule's end value, within a few per cent of the budget. The number
+   of epochs never changes (per-epoch work and epoch-indexed settings stay as planned).
+
+Resuming keeps the plan: the schedules are rebuilt from the stored plan and its re-plans, and
+the budget left is the budget minus the training time already spent.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepclust.core.device import autocast
+from deepclust.methods.base import Method, StepState
+from deepclust.methods.state import TrainContext
+from deepclust.models.encoder import embed_images
+from deepclust.train import checkpoint as ckpt
+from deepclust.train.config import MAX_BUDGET_S, MAX_EPOCHS, TrainConfig, parse_duration
+from deepclust.train.optim import build_optimizer
+from deepclust.train.setup import embed_store_sharded, epoch_order
+from deepclust.train.step import Schedules, optimizer_step
+
+log = logging.getLogger("deepclust.train")
+
+#: Method settings counted in epochs / in iterations that a budget scales (when the method has them).
+EPOCH_KWARGS = ("epoch_queue_starts", "threshold_epochs")
+PROBE_STEPS = 3
+POST_MARGIN = 1.5      # the probe's per-epoch overhead estimate x this
+MAX_STRETCH = 8        # a re-plan may lengthen an epoch up to this many full passes
+
+__all__ = ["MAX_BUDGET_S", "BudgetController", "BudgetPlan", "Estimate", "parse_duration", "probe", "size_plan"]
+
+
+@dataclass
+class Estimate:
+    """Seconds per optimisation step, and per epoch before (``pre``) and after (``post``) the steps."""
+
+    step_s: float
+    pre_s: float
+    post_s: float
+
+
+@dataclass
+class BudgetPlan:
+    """The sized run: what the loop and a resumed run need (kept in state.json)."""
+
+    budget_s: float
+    epochs: int                          # E: the run's number of epochs
+    reference_epochs: int                # the recipe's epochs (what epoch-counted settings refer to)
+    full_steps: int                      # steps of a full pass over the store
+    epoch_steps: list[int]               # the initial per-epoch step counts
+    estimate: dict[str, float]           # the probe's Estimate
+    replans: list[list[Any]] = field(default_factory=list)  # [step, first changed epoch, its counts on]
+    elapsed_s: float = 0.0               # training time spent when the checkpoint was written
+
+    @property
+    def scale(self) -> float:
+        """E / the recipe's epochs: how much epoch-counted settings are stretched."""
+        return self.epochs / max(1, self.reference_epochs)
+
+    @property
+    def step_scale(self) -> float:
+        return sum(self.epoch_steps) / max(1, self.reference_epochs * self.full_steps)
+
+    def steps_after_replans(self) -> list[list[int]]:
+        """The per-epoch step counts after each re-plan, in order."""
+        counts, out = list(self.epoch_steps), []
+        for _, first, tail in self.replans:
+            counts = counts[:first] + [int(n) for n in tail]
+            out.append(counts)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BudgetPlan:
+        return cls(**d)
+
+
+def size_plan(budget_s: float, est: Estimate, *, full_steps: int, reference_epochs: int) -> BudgetPlan:
+    """The fewest epochs (of at most `full_steps` steps) that fill `budget_s` (module doc, 2)."""
+    per_full_epoch = full_steps * est.step_s + est.pre_s + est.post_s
+    epochs = int(min(MAX_EPOCHS, max(1, math.ceil(budget_s / max(per_full_epoch, 1e-9)))))
+    steps = int(math.floor((budget_s / epochs - est.pre_s - est.post_s) / max(est.step_s, 1e-9)))
+    if steps < 1:
+        log.warning("time budget %.0f s is shorter than one epoch's fixed work (%.1f s): training 1 epoch of 1 step",
+                    budget_s, est.pre_s + est.post_s + est.step_s)
+    steps = min(full_steps, max(1, steps))
+    return BudgetPlan(budget_s=budget_s, epochs=epochs, reference_epochs=reference_epochs, full_steps=full_steps,
+                      epoch_steps=[steps] * epochs, estimate=dataclasses.asdict(est))
+
+
+def method_config(cfg: TrainConfig, plan: BudgetPlan | None) -> TrainConfig:
+    """`cfg` with the method's epoch-counted hyper-parameters stretched by ``plan.scale`` (DAC's
+    ``threshold_epochs``, SwAV's ``epoch_queue_starts``): what the method is built from."""
+    from deepclust.losses.dac import CODE_EPOCHS, PAPER_MEET_LAMBDA, PAPER_STEP
+    from deepclust.methods import METHODS
+    from deepclust.methods import method_config as typed
+
+    if plan is None or cfg.method.lower().replace("-", "_") not in METHODS:
+        return cfg   # a custom method's settings are its own
+
+    defaults = typed(cfg.method, cfg.method_kwargs)
+    kwargs = dict(cfg.method_kwargs)
+    for key in EPOCH_KWARGS:
+        if not hasattr(defaults, key):
+            continue
+        value = getattr(defaults, key)
+        if key == "threshold_epochs":
+            natural = PAPER_MEET_LAMBDA / PAPER_STEP if getattr(defaults, "thresholds", "paper") == "paper" \
+                else CODE_EPOCHS
+            meet = (natural if value is None else float(value)) * plan.scale
+            kwargs[key] = max(1e-3, min(meet, max(1, plan.epochs - 1)))   # they meet by the last epoch
+        elif value is not None:
+            kwargs[key] = int(round(float(value) * plan.scale))
+    return dataclasses.replace(cfg, method_kwargs=kwargs)
+
+
+def stretch_method(method: Method, plan: BudgetPlan) -> None:
+    """The last-layer freeze, counted in epochs or iterations, stretched with the run."""
+    method.freeze_last_layer_epochs = int(round(method.freeze_last_layer_epochs * plan.scale))
+    method.freeze_last_layer_iters = int(round(method.freeze_last_layer_iters * plan.step_scale))
+
+
+def build_schedules(method: Method, cfg: TrainConfig, plan: BudgetPlan, *, lr: float,
+                    steps_per_epoch: int) -> Schedules:
+    """The run's schedules over the planned steps, with the plan's re-plans replayed (resume)."""
+    wd_end = cfg.weight_decay if cfg.weight_decay_end is None else cfg.weight_decay_end
+    schedules = Schedules.build(method, lr=lr, min_lr=cfg.min_lr, warmup_epochs=cfg.warmup_epochs,
+                                weight_decay=cfg.weight_decay, weight_decay_end=wd_end, epochs=plan.epochs,
+                                steps_per_epoch=steps_per_epoch, epoch_steps=plan.epoch_steps,
+                                warmup_scale=plan.scale)
+    for (step, _, _), counts in zip(plan.replans, plan.steps_after_replans()):
+        schedules.replan(int(step), counts)
+    return schedules
+
+
+def _eval_images(cfg: TrainConfig, n: int, labelled: bool) -> float:
+    """Images the online evaluation embeds per epoch, on average."""
+    knn = min(n, cfg.eval_samples) / cfg.knn_every if labelled and cfg.knn_every > 0 else 0.0
+    return min(n, cfg.monitor_samples) + knn
+
+
+def probe(method: Method, cfg: TrainConfig, ctx: TrainContext, *, clip_grad: float) -> Estimate:
+    """Time a copy of `method` on a subset of ``ctx.images`` (module doc, 1); RNG states restored."""
+    rng_states = ckpt.get_rng_states()
+    try:
+        return _probe(copy.deepcopy(method), cfg, ctx, clip_grad=clip_grad)
+    finally:
+        ckpt.set_rng_states(rng_states)
+
+
+def _probe(method: Method, cfg: TrainConfig, ctx: TrainContext, *, clip_grad: float) -> Estimate:
+    n, batch = len(ctx.images), ctx.batch_size * ctx.world_size
+    n_sub = min(n, max(512, 4 * batch))
+    idx = np.sort(np.random.default_rng([cfg.seed, 17]).choice(n, n_sub, replace=False))
+    sub = np.ascontiguousarray(ctx.images[idx])
+    labels = None if ctx.labels is None else np.asarray(ctx.labels)[idx]
+    sub_ctx = dataclasses.replace(ctx, epoch=0, step=0, steps_per_epoch=max(1, n_sub // batch), images=sub,
+                                  labels=labels, logs={}, reinitialized=[])
+    sub_ctx.embed_all = lambda: embed_store_sharded(method.encoder(), sub, device=ctx.device,
+                                                    batch_size=max(ctx.batch_size, 256), amp_dtype=ctx.amp_dtype)
+    method.train()
+    method.on_train_start(sub_ctx)
+    start = time.perf_counter()
+    method.on_epoch_start(sub_ctx)
+    pre = (time.perf_counter() - start) * n / n_sub
+    optimizer = build_optimizer(cfg.optimizer, method.parameter_groups(cfg.weight_decay), lr=cfg.lr,
+                                momentum=cfg.momentum)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    state = StepState(epoch=0, step=0, steps_per_epoch=sub_ctx.steps_per_epoch, total_epochs=1, lr=cfg.lr * 1e-3,
+                      weight_decay=cfg.weight_decay, teacher_momentum=0.996)
+    order = epoch_order(method, sub_ctx, n_sub, cfg.seed)
+    times = []
+    for i in range(PROBE_STEPS + 1):   # a fixed count: under DDP every rank's collectives pair up
+        row = order[i % len(order)]
+        start = time.perf_counter()
+        raw = {"images": torch.from_numpy(sub[row]).to(ctx.device), "index": torch.from_numpy(row).to(ctx.device)}
+        with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
+            collated = method.collate(raw, state)
+        with autocast(ctx.device, ctx.amp_dtype):
+            loss = method.training_step(collated, state).loss
+        optimizer_step(method, optimizer, None, loss, state, clip_grad=clip_grad, params=params)
+        times.append(time.perf_counter() - start)
+    step_s = float(np.median(times[1:]))
+    m = min(n_sub, 256)
+    start = time.perf_counter()
+    embed_images(method.encoder(), sub, indices=np.arange(m), device=ctx.device, batch_size=max(ctx.batch_size, 256),
+                 amp_dtype=ctx.amp_dtype)
+    per_image = (time.perf_counter() - start) / m
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="deepclust-probe-") as tmp:
+        ckpt.save_checkpoint(Path(tmp), method=method, optimizer=optimizer, config=cfg.to_dict(), epoch=1, step=1,
+                             rng=[ckpt.get_rng_states()], extra={})
+    save = time.perf_counter() - start
+    # on the safe side: a longer epoch can be planned later (up to MAX_STRETCH full passes), not fewer epochs
+    post = POST_MARGIN * (per_image * _eval_images(cfg, n, labels is not None) + save + 0.01)
+    return Estimate(step_s=step_s, pre_s=pre, post_s=post)
+
+
+class BudgetController:
+    """The loop's side of a budget: measures each epoch and re-plans what is left (module doc, 4).
+
+    The loop calls `begin_epoch` before the epoch hook, `begin_steps` before the first step,
+    `after_step` after every step (True: the epoch's planned steps are done) and `end_epoch`
+    after the epoch's evaluation and checkpoint."""
+
+    def __init__(self, plan: BudgetPlan, schedules: Schedules, *, started: float):
+        self.plan, self.schedules = plan, schedules
+        self.started = started - plan.elapsed_s       # perf_counter() at which the run's clock started
+        est = plan.estimate
+        self.step_s, self.pres, self.posts = est["step_s"], [est["pre_s"]], [est["post_s"]]
+        self._measured_post = False
+        self._epoch_start = self._steps_start = self._steps_end = time.perf_counter()
+        self._rows = plan.full_steps
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def rows(self, epoch: int) -> int:
+        """Rows of the epoch's sample order: room for a re-plan to lengthen the epoch."""
+        return max(self.schedules.steps_in_epoch(epoch), self.plan.full_steps)
+
+    def begin_epoch(self) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def begin_steps(self, epoch: int) -> None:
+        self._steps_start = time.perf_counter()
+        self.pres.append(self._steps_start - self._epoch_start)
+        self._rows = self.rows(epoch)
+
+    def after_step(self, epoch: int, done: int, step: int) -> bool:
+        planned = self.schedules.steps_in_epoch(epoch)
+        every = 1 if epoch == self.plan.epochs - 1 else max(1, planned // 4)   # the last epoch: every step
+        if 2 <= done < planned and done % every == 0:
+            self._replan(epoch, done, step, (time.perf_counter() - self._steps_start) / done)
+            planned = self.schedules.steps_in_epoch(epoch)
+        if done < planned:
+            return False
+        self._steps_end = time.perf_counter()
+        self.step_s = (self._steps_end - self._steps_start) / done
+        return True
+
+    def end_epoch(self, epoch: int, step: int) -> None:
+        post = time.perf_counter() - self._steps_end
+        log.debug("time budget: epoch %d: %.3f s before the steps, %.4f s/step, %.3f s after (estimated %.3f, %.3f)",
+                  epoch + 1, self.pres[-1], self.step_s, post, self.plan.estimate["pre_s"],
+                  self.plan.estimate["post_s"])
+        self.posts = ([] if not self._measured_post else self.posts) + [post]   # the probe's guess goes
+        self._measured_post = True
+        if epoch + 1 < self.plan.epochs:
+            self._replan(epoch + 1, 0, step, self.step_s)
+
+    def _replan(self, epoch: int, done: int, step: int, step_s: float) -> None:
+        counts = self.schedules.epoch_steps or [self.schedules.steps_per_epoch] * self.plan.epochs
+        new = _counts_from_rank0(self._proposal(list(counts), epoch, done, step_s))  # DDP: rank 0 decides
+        if new != list(counts):
+            log.debug("time budget: %.1f s left, %.3f s/step: epoch steps %s -> %s",
+                      self.plan.budget_s - self.elapsed(), step_s, counts[epoch:], new[epoch:])
+            self.schedules.replan(step, new)
+            first = next(i for i, (a, b) in enumerate(zip(counts, new)) if a != b)
+            self.plan.replans.append([int(step), first, new[first:]])
+
+    def _proposal(self, counts: list[int], epoch: int, done: int, step_s: float) -> list[int]:
+        """Per-epoch step counts that fill the time left at the measured rate (`counts` if close)."""
+        pre, post = self.pres[-1], float(np.mean(self.posts))
+        after = self.plan.epochs - epoch - 1                # epochs after this one
+        fixed = post + after * (pre + post) + (pre if done == 0 else 0.0)
+        available = (self.plan.budget_s - self.elapsed() - fixed) / max(step_s, 1e-9)
+        planned = (counts[epoch] - done) + sum(counts[epoch + 1:])
+        if abs(available - planned) < max(1.0, 0.005 * planned):
+            return counts
+        most = MAX_STRETCH * self.plan.full_steps
+        if done:   # this epoch's rest shrinks or grows in proportion, within the rows of its order
+            now = int(min(self._rows - done, max(0, round((counts[epoch] - done) * available / max(1, planned)))))
+            new, rest, epochs = counts[:epoch + 1], available - now, after
+            new[epoch] = done + now
+        else:      # at an epoch boundary: spread evenly over this and the later epochs
+            new, rest, epochs = counts[:epoch], available, after + 1
+        if epochs:
+            base, extra = divmod(int(round(max(0.0, rest))), epochs)
+            new += [int(min(most, max(1, base + (1 if j < extra else 0)))) for j in range(epochs)]
+        return new
+
+    def state(self) -> dict[str, Any]:
+        """The plan for state.json, with the training time spent so far."""
+        self.plan.elapsed_s = self.elapsed()
+        return self.plan.to_dict()
+
+
+def describe(plan: BudgetPlan, cfg: TrainConfig, images_per_step: int) -> str:
+    """The log line that says what the budget chose and why."""
+    est = Estimate(**plan.estimate)
+    return (f"time budget {cfg.time_budget} ({plan.budget_s:.0f} s): measured {est.step_s:.3f} s/step "
+            f"({images_per_step / max(est.step_s, 1e-9):.0f} img/s) and {est.pre_s + est.post_s:.1f} s of per-epoch "
+            f"work (epoch hook {est.pre_s:.1f} s; evaluation and checkpoint {est.post_s:.1f} s) -> {plan.epochs} "
+            f"epoch(s) of {plan.epoch_steps[0]} step(s) (a full pass is {plan.full_steps}); epoch-counted settings "
+            f"scaled x{plan.scale:.3g} from the recipe's {plan.reference_epochs} epochs")
+
+
+def resumed_epochs(cfg: TrainConfig, state: dict[str, Any] | None) -> TrainConfig:
+    """A resumed budget run keeps its sized number of epochs (so no 'epochs changed' warning)."""
+    plan = (state or {}).get("extra", {}).get("budget")
+    return cfg if not plan else dataclasses.replace(cfg, epochs=int(plan["epochs"]))
+
+
+def plan_budget(method: Method, cfg: TrainConfig, ctx: TrainContext, *, state: dict[str, Any] | None,
+                started: float, rebuild: Any | None) -> tuple[Method, TrainConfig, BudgetPlan | None]:
+    """The run's plan: the stored one when resuming, else probed and sized now (rank 0's, under
+    DDP). Returns the method (rebuilt from the stretched method settings when they changed and
+    `rebuild(cfg) -> Method` is given), the config with ``epochs = E``, and the plan."""
+    stored = (state or {}).get("extra", {}).get("budget")
+    if stored:
+        plan = BudgetPlan.from_dict(stored)
+    elif cfg.time_budget:
+        budget_s = parse_duration(cfg.time_budget)
+        assert budget_s is not None
+        est = probe(method, cfg, ctx, clip_grad=cfg.clip_grad)
+        plan = size_plan(budget_s - (time.perf_counter() - started), est, full_steps=ctx.steps_per_epoch,
+                         reference_epochs=cfg.epochs)
+        plan.budget_s = budget_s
+        plan = _from_rank0(plan)
+    else:
+        return method, cfg, None
+    cfg = dataclasses.replace(cfg, epochs=plan.epochs)
+    scaled = method_config(cfg, plan)
+    if scaled.method_kwargs != cfg.method_kwargs:
+        if rebuild is not None:
+            method = rebuild(scaled)
+        else:
+            keys = ", ".join(sorted(set(scaled.method_kwargs) & set(EPOCH_KWARGS)))
+            log.warning("time budget: %s is a ready-built method, so its epoch-counted settings (%s) are not "
+                        "stretched", type(method).__name__, keys)
+    stretch_method(method, plan)
+    ctx.total_epochs = plan.epochs
+    if ctx.rank == 0 and not stored:
+        log.info("%s", describe(plan, cfg, ctx.batch_size * ctx.world_size))
+    return method, cfg, plan
+
+
+def _counts_from_rank0(counts: list[int]) -> list[int]:
+    from deepclust.core.distributed import is_dist
+
+    if not is_dist():
+        return counts
+    import torch.distributed as dist
+
+    box: list[Any] = [counts]
+    dist.broadcast_object_list(box, src=0)
+    return [int(n) for n in box[0]]
+
+
+def _from_rank0(plan: BudgetPlan) -> BudgetPlan:
+    """Every process takes rank 0's plan (timings differ between processes)."""
+    from deepclust.core.distributed import is_dist
+
+    if not is_dist():
+        return plan
+    import torch.distributed as dist
+
+    box: list[Any] = [plan.to_dict()]
+    dist.broadcast_object_list(box, src=0)
+    return BudgetPlan.from_dict(box[0])
