@@ -39,11 +39,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_line, matmul_peaks  # noqa: E402
-
 from deepclust.train.config import TrainConfig  # noqa: E402
 from deepclust.train.init_from import resolve_init  # noqa: E402
 from deepclust.train.loop import train  # noqa: E402
+from machine import machine_line, matmul_peaks  # noqa: E402
 
 
 def _last_row(run_dir: Path) -> dict[str, str]:
@@ -107,8 +106,8 @@ def evaluate(run_dir: Path, train_store, test_store) -> dict[str, float]:
 def cifar(args: argparse.Namespace) -> list[dict]:
     train_store, test_store = _stores(args)
     out = Path(args.out)
-    base = TrainConfig.load(args.config, overrides={"epochs": args.epochs, "knn_every": 0, "torch_threads": args.threads,
-                                                    "device": "cpu", "data": "cifar10-subset",
+    base = TrainConfig.load(args.config, overrides={"epochs": args.epochs, "knn_every": 0, "device": "cpu",
+                                                    "torch_threads": args.threads, "data": "cifar10-subset",
                                                     "collapse_check": False})
     if args.batch:
         base = TrainConfig.from_dict({**base.to_dict(), "batch_size": args.batch})
@@ -120,7 +119,8 @@ def cifar(args: argparse.Namespace) -> list[dict]:
         train(cfg, train_store, out / tag, progress=args.progress)
         wall = time.perf_counter() - start
         row = {"run": name, "epochs": cfg.epochs, "train_images": len(train_store.images), "wall_s": round(wall, 1),
-               "images_per_s": float(_last_row(out / tag)["images_per_s"]), **evaluate(out / tag, train_store, test_store),
+               "images_per_s": float(_last_row(out / tag)["images_per_s"]),
+               **evaluate(out / tag, train_store, test_store),
                "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg())}
         if change.get("init"):
             row.update(init_lr_scale=cfg.init_lr_scale, layer_decay=cfg.layer_decay,

@@ -7,6 +7,7 @@ import torch
 from deepclust.errors import DataError, DeepclustError
 from deepclust.estimator import DeepClusterer, check_images
 from methods_helpers import pattern_images
+from pretrained_fixtures import tiny_dinov2_dir  # noqa: F401 (fixture)
 
 torch.set_num_threads(1)
 
@@ -98,3 +99,20 @@ def test_model_argument_clusters_with_an_existing_encoder_without_training():
     direct = cluster_embeddings(images.reshape(len(images), -1).astype(np.float32) / 255, 3, spherical=False)
     np.testing.assert_array_equal(model.labels_, direct.labels)
     np.testing.assert_array_equal(model.predict(images), model.labels_)
+
+
+def test_estimator_init_continues_from_a_pretrained_tower(tiny_dinov2_dir):
+    """``init=`` (issue 14) as ``deepclust train --init``: SPEC's architecture and the adaptation
+    defaults, overridable by the estimator's own keywords."""
+    torch.set_num_threads(1)
+    images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    est = DeepClusterer("dino", k=3, init=f"hf:{tiny_dinov2_dir}", epochs=1, batch_size=8, device="cpu",
+                        verbose=False, layer_decay=0.8, init_head_warmup_steps=1,
+                        config={"knn_every": 0, "num_workers": 0, "collapse_check": False},
+                        method_kwargs={"out_dim": 16, "hidden_dim": 16, "bottleneck_dim": 8,
+                                       "augment": {"n_local": 0}}).fit(images)
+    cfg = est.config_
+    assert est.labels_.shape == (16,) and cfg.init == f"hf:{tiny_dinov2_dir}"
+    assert cfg.backbone == "vit" and cfg.backbone_kwargs["patch_size"] == 8
+    assert (cfg.layer_decay, cfg.init_lr_scale, cfg.init_head_warmup_steps) == (0.8, 0.1, 1)
+    assert est.get_params()["init"] == f"hf:{tiny_dinov2_dir}"

@@ -55,3 +55,73 @@ def test_build_optimizer_and_step_hyperparameters_keep_no_decay_groups_at_zero()
     frozen = nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(DeepclustError, match="no trainable parameters"):
         build_optimizer("sgd", [{"params": list(frozen.parameters())}], lr=1.0)
+
+
+# --- --init's adaptation: lower lr and BEiT layer-wise decay (issue 14) ------------------------
+
+def _tiny_vit_dino():
+    from deepclust.methods import build_method
+    from deepclust.models.backbones import build_backbone
+
+    torch.manual_seed(0)
+    trunk = build_backbone("vit", img_size=16, embed_dim=16, depth=3, num_heads=2, patch_size=4,
+                           num_register_tokens=1, pre_norm=True)
+    return build_method("dino", trunk, k=4, img_size=16, out_dim=8, hidden_dim=16, bottleneck_dim=8)
+
+
+def test_layer_decay_groups_follow_beits_definition():
+    from deepclust.train.optim import adaptation_parameter_groups, vit_layer_id
+
+    method = _tiny_vit_dino()
+    depth, decay, scale = 3, 0.5, 0.1
+    groups = adaptation_parameter_groups(method, 0.04, lr_scale=scale, layer_decay=decay)
+    names = {id(p): n for n, p in method.named_parameters()}
+
+    def layer_by_hand(name: str) -> int:  # BEiT's get_layer_id_for_vit, written out
+        if not name.startswith("backbone.trunk."):
+            return depth + 1                          # heads
+        rest = name[len("backbone.trunk."):]
+        if rest.startswith(("patch_embed.", "cls_token", "pos_embed", "register_tokens", "pre_norm.")):
+            return 0
+        if rest.startswith("blocks."):
+            return int(rest.split(".")[1]) + 1
+        return depth + 1                              # final norm
+
+    seen = []
+    for g in groups:
+        for p in g["params"]:
+            name = names[id(p)]
+            layer = layer_by_hand(name)
+            assert vit_layer_id(name, depth) == layer == g["layer_id"], name
+            assert g["lr_scale"] == pytest.approx(scale * decay ** (depth + 1 - layer)), name
+            no_decay = p.ndim <= 1 or name.endswith(".bias")
+            assert g["weight_decay"] == (0.0 if no_decay else 0.04), name
+            seen.append(name)
+    trainable = [n for n, p in method.named_parameters() if p.requires_grad]
+    assert sorted(seen) == sorted(trainable) and len(seen) == len(set(seen))  # each exactly once
+    # end points: the embeddings get decay^(depth+1), the last block decay^1, heads the full (scaled) rate
+    by_layer = {g["layer_id"]: g["lr_scale"] for g in groups}
+    assert by_layer[0] == pytest.approx(scale * decay ** 4) and by_layer[3] == pytest.approx(scale * decay)
+    assert by_layer[4] == pytest.approx(scale)
+    # the loop applies lr_scale to the scheduled lr of every group
+    opt = build_optimizer("adamw", groups, lr=1.0)
+    set_step_hyperparameters(opt, 2e-3, 0.04)
+    for g in opt.param_groups:
+        assert g["lr"] == pytest.approx(2e-3 * scale * decay ** (depth + 1 - g["layer_id"]))
+
+
+def test_no_adaptation_keeps_the_methods_groups_and_conv_nets_refuse_layer_decay():
+    from deepclust.methods import build_method
+    from deepclust.models.backbones import build_backbone
+    from deepclust.train.optim import adaptation_parameter_groups
+
+    method = _tiny_vit_dino()
+    plain = method.parameter_groups(0.04)
+    same = adaptation_parameter_groups(method, 0.04)
+    assert [[id(p) for p in g["params"]] for g in same] == [[id(p) for p in g["params"]] for g in plain]
+    scaled = adaptation_parameter_groups(method, 0.04, lr_scale=0.1, layer_decay=1.0)
+    assert [g["lr_scale"] for g in scaled] == [0.1, 0.1]
+    cnn = build_method("dino", build_backbone("small_cnn", img_size=16), k=4, img_size=16, out_dim=8,
+                       hidden_dim=16, bottleneck_dim=8)
+    with pytest.raises(DeepclustError, match="layer_decay needs a ViT"):
+        adaptation_parameter_groups(cnn, 0.04, layer_decay=0.9)

@@ -91,9 +91,15 @@ def describe_init(spec: str) -> InitSource:
 
     run = TrainConfig.from_dict(read_config(spec))
     augment = dict(run.method_kwargs.get("augment") or {})
-    mean = augment.get("mean")
-    return InitSource("run", run.backbone, dict(run.backbone_kwargs), int(run.image_size),
-                      None if mean is None else mean, augment.get("std"))
+    kwargs = dict(run.backbone_kwargs)
+    if run.backbone in ("vit", "vit_tiny", "vit_small"):
+        # the run's patch size and position-embedding grid follow its working size: pin them, so
+        # the continued run may use another size (position embeddings are interpolated)
+        from deepclust.models.backbones import default_patch_size
+
+        kwargs.setdefault("patch_size", default_patch_size(int(run.image_size)))
+        kwargs.setdefault("pos_embed_size", int(run.image_size))
+    return InitSource("run", run.backbone, kwargs, int(run.image_size), augment.get("mean"), augment.get("std"))
 
 
 def _merge_backbone(cfg: TrainConfig, src: InitSource, given: Collection[str]) -> tuple[str, dict[str, Any]]:
