@@ -3,7 +3,9 @@
 
 Names: ``resnet18``, ``resnet34``, ``resnet50`` (stem chosen from ``img_size``: the CIFAR
 3x3 stem up to 64 px, the ImageNet 7x7 + max-pool stem above; force it with ``stem=`` or
-the ``_cifar`` / ``_imagenet`` suffixes), ``small_cnn``, ``vit_tiny``, ``vit_small``.
+the ``_cifar`` / ``_imagenet`` suffixes), ``small_cnn``, ``vit_tiny``, ``vit_small``, and
+``vit_tiny_convstem`` / ``vit_small_convstem`` (the same ViTs with a convolutional stem,
+`deepclust.models.backbones.vit_convstem`).
 
 ``channels_last=True`` stores conv-net weights in ``torch.channels_last`` and converts
 inputs in ``forward``: faster convolutions under AMP on GPUs (tensor cores) and with
@@ -23,6 +25,7 @@ from deepclust.errors import DeepclustError
 from deepclust.models.backbones.resnet import ResNet, resnet18, resnet34, resnet50
 from deepclust.models.backbones.small_cnn import SmallCNN
 from deepclust.models.backbones.vit import VisionTransformer, default_patch_size, vit_small, vit_tiny
+from deepclust.models.backbones.vit_convstem import ConvStemViT, vit_small_convstem, vit_tiny_convstem
 
 
 class UnknownBackboneError(DeepclustError, ValueError):
@@ -47,11 +50,11 @@ def _small_cnn(*, in_chans: int, img_size: int, channels_last: bool, **kw) -> Sm
 _small_cnn.target = SmallCNN  # type: ignore[attr-defined]
 
 
-def _vit_builder(fn: Callable[..., VisionTransformer]):
+def _vit_builder(fn: Callable[..., VisionTransformer], target: type[VisionTransformer] = VisionTransformer):
     def build(*, in_chans: int, img_size: int, channels_last: bool, **kw) -> VisionTransformer:
         del channels_last  # no benefit for a ViT, see module docstring
         return fn(in_chans=in_chans, img_size=img_size, **kw)
-    build.target = VisionTransformer  # type: ignore[attr-defined]
+    build.target = target  # type: ignore[attr-defined]
     return build
 
 
@@ -64,6 +67,8 @@ _BUILDERS["small_cnn"] = _small_cnn
 _BUILDERS["vit_tiny"] = _vit_builder(vit_tiny)
 _BUILDERS["vit_small"] = _vit_builder(vit_small)
 _BUILDERS["vit"] = _vit_builder(VisionTransformer)  # every size given in backbone_kwargs (--init)
+_BUILDERS["vit_tiny_convstem"] = _vit_builder(vit_tiny_convstem, ConvStemViT)  # Xiao et al. 2021 conv stem
+_BUILDERS["vit_small_convstem"] = _vit_builder(vit_small_convstem, ConvStemViT)
 
 BACKBONE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
@@ -106,7 +111,7 @@ def build_backbone(name: str, *, in_chans: int = 3, img_size: int = 32,
 
 
 __all__ = [
-    "BACKBONE_NAMES", "ResNet", "SmallCNN", "UnknownBackboneError", "VisionTransformer",
+    "BACKBONE_NAMES", "ConvStemViT", "ResNet", "SmallCNN", "UnknownBackboneError", "VisionTransformer",
     "build_backbone", "default_patch_size", "resnet18", "resnet34", "resnet50", "vit_small",
-    "vit_tiny",
+    "vit_small_convstem", "vit_tiny", "vit_tiny_convstem",
 ]
