@@ -38,3 +38,29 @@ def test_embed_with_head_is_one_pass_with_the_heads_outputs():
     assert emb.shape == (5, encoder.embed_dim) and logits is not None and logits.shape == (5, 3)
     np.testing.assert_allclose(logits, head(torch.from_numpy(emb)).detach().numpy(), rtol=1e-4, atol=1e-5)
     assert encoder.training and head.training                          # train mode restored
+
+
+def test_backbone_encoder_pooling_cls_mean_and_both_share_the_trunk():
+    import pytest
+
+    from deepclust.errors import DeepclustError
+
+    torch.manual_seed(0)
+    vit = build_backbone("vit_tiny", img_size=16, patch_size=4, embed_dim=24, depth=1, num_heads=2)
+    cls = BackboneEncoder(vit, EvalTransform(16, "half"))
+    both = cls.with_pooling("cls+mean")
+    mean = cls.with_pooling("mean")
+    assert cls.with_pooling("cls") is cls and both.trunk is vit and both.transform is cls.transform
+    assert (cls.embed_dim, mean.embed_dim, both.embed_dim) == (24, 24, 48)
+    images = _images(3)
+    x = cls.preprocess(torch.from_numpy(images))
+    with torch.no_grad():
+        tokens = vit.forward_features(x)
+        torch.testing.assert_close(cls(x), tokens["cls"])
+        torch.testing.assert_close(mean(x), tokens["patch"].mean(1))
+        torch.testing.assert_close(both(x), torch.cat([tokens["cls"], tokens["patch"].mean(1)], 1))
+    assert embed_images(both, images).shape == (3, 48)
+    with pytest.raises(DeepclustError, match="patch tokens"):
+        BackboneEncoder(build_backbone("small_cnn", img_size=16), EvalTransform(16, "half"), pooling="mean")
+    with pytest.raises(DeepclustError, match="unknown pooling"):
+        cls.with_pooling("max")

@@ -50,7 +50,7 @@ from deepclust.methods.common import (
     patch_size_of,
 )
 from deepclust.methods.config import TypedConfig
-from deepclust.models.encoder import Encoder
+from deepclust.models.encoder import BackboneEncoder, Encoder
 from deepclust.models.heads import DINOHead
 
 
@@ -74,6 +74,10 @@ class iBOTConfig(TypedConfig):  # noqa: N801 -- the paper's name
     min_mask_patches: smallest block (4 patches).
     centering: "center" (moving average) or "sinkhorn" (Sinkhorn-Knopp, ``sinkhorn_iters``).
     koleo_weight: KoLeo on each global crop's student [CLS] features (0 here; DINOv2 0.1).
+    eval_pooling: the embedding `encoder` gives for clustering and k-NN (`BackboneEncoder`'s
+      ``pooling``): "cls" (default), "mean" (mean patch token) or "cls+mean" (DINO's
+      linear-evaluation feature: [CLS] and the mean patch token, concatenated); training is
+      unchanged (the losses see the [CLS] and patch tokens themselves).
     augment: ``MultiCropAugment`` options (2 global + 10 local crops in the paper; 6 here).
     """
 
@@ -108,6 +112,7 @@ class iBOTConfig(TypedConfig):  # noqa: N801 -- the paper's name
     centering: Literal["center", "sinkhorn"] = "center"
     sinkhorn_iters: int = 3
     koleo_weight: float = 0.0
+    eval_pooling: Literal["cls", "mean", "cls+mean"] = "cls"
     augment: dict[str, Any] | None = None
 
 
@@ -171,6 +176,9 @@ class iBOT(Method):  # noqa: N801 -- the paper's name
         temps = (cfg.warmup_teacher_temp, cfg.teacher_temp, cfg.warmup_teacher_patch_temp, cfg.teacher_patch_temp)
         if min(temps) <= 0:
             raise MethodConfigError(f"{self.name}: teacher temperatures must be > 0, got {temps}")
+        if cfg.eval_pooling != "cls" and cfg.out_dim == "k":
+            raise MethodConfigError(f"{self.name}: out_dim 'k' (a k-way head on [CLS]) needs eval_pooling 'cls', "
+                                    f"got {cfg.eval_pooling!r}")
         if min(cfg.lambda1, cfg.lambda2, cfg.koleo_weight) < 0 or cfg.min_mask_patches < 1:
             raise MethodConfigError(f"{self.name}: lambda1, lambda2, koleo_weight must be >= 0 and "
                                     "min_mask_patches >= 1")
@@ -211,8 +219,8 @@ class iBOT(Method):  # noqa: N801 -- the paper's name
     def training_step(self, batch: dict[str, Any], state: StepState) -> StepOutput:
         crops, masks, n_global = batch["crops"], batch["masks"], self.views.n_global
         globals_ = torch.cat(crops[:n_global])
-        teacher, student = self.encoder(), self.backbone
-        assert isinstance(student, Encoder)
+        teacher, student = self.teacher_backbone, self.backbone
+        assert isinstance(student, Encoder) and isinstance(teacher, Encoder)
         with torch.no_grad():
             t_cls, t_patch = self._heads(self.teacher_head, self._teacher_patch_head(),
                                          teacher.forward_tokens(globals_))
@@ -255,9 +263,11 @@ class iBOT(Method):  # noqa: N801 -- the paper's name
 
     # --- inference ------------------------------------------------------------------
     def encoder(self) -> Encoder:
-        """The teacher backbone (iBOT evaluates the teacher)."""
+        """The teacher backbone (iBOT evaluates the teacher), pooled per ``eval_pooling``."""
         teacher = self.teacher_backbone
         assert isinstance(teacher, Encoder)
+        if isinstance(teacher, BackboneEncoder):
+            return teacher.with_pooling(self.config.eval_pooling)
         return teacher
 
     def cluster_head(self) -> nn.Module | None:

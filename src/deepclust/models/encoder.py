@@ -168,6 +168,10 @@ class PCAEncoder(Encoder):
         return ((flat - self.mean) @ self.components.t()) / self.scale
 
 
+#: How `BackboneEncoder` pools a ViT's tokens into one embedding (see its ``pooling``).
+BACKBONE_POOLINGS: tuple[str, ...] = ("cls", "mean", "cls+mean")
+
+
 class BackboneEncoder(Encoder):
     """A trunk network (our ResNet / small CNN / ViT, or any module with ``embed_dim`` and
     ``forward(x) -> (B, D)``) with the deterministic transform its inputs need.
@@ -178,19 +182,30 @@ class BackboneEncoder(Encoder):
         transform: ``uint8 (B,H,W,3) -> float (B,C,S,S)``, e.g. `deepclust.data.views.EvalTransform`
             (resize, normalise with the training statistics, Sobel for DeepCluster).
         name: shown in messages.
+        pooling: the embedding of a ViT trunk (one of ``BACKBONE_POOLINGS``): ``cls`` (default,
+            ``trunk(x)``: the normalised [CLS] token), ``mean`` (the mean of the normalised patch
+            tokens) or ``cls+mean`` (both concatenated, ``2 * embed_dim``: DINO's linear-evaluation
+            feature, which adds the average-pooled patch tokens to [CLS]). Other trunks: ``cls``
+            only. Use `with_pooling` for another view of the same trunk.
     """
 
     trunk: Any  # an nn.Module; its ViT methods are looked up by name
 
-    def __init__(self, trunk: nn.Module, transform: Any, name: str = "backbone"):
+    def __init__(self, trunk: nn.Module, transform: Any, name: str = "backbone", pooling: str = "cls"):
         super().__init__()
         embed_dim = getattr(trunk, "embed_dim", None)
         if not isinstance(embed_dim, int) or embed_dim < 1:
             raise DeepclustError(f"{name}: the trunk needs an integer `embed_dim` attribute, "
                                  f"got {embed_dim!r}")
+        if pooling not in BACKBONE_POOLINGS:
+            raise DeepclustError(f"{name}: unknown pooling {pooling!r}; use one of {', '.join(BACKBONE_POOLINGS)}")
+        if pooling != "cls" and not hasattr(trunk, "forward_features"):
+            raise DeepclustError(f"{name}: pooling {pooling!r} needs a ViT's patch tokens; "
+                                 f"{type(trunk).__name__} only has pooling 'cls' (its own features)")
         self.trunk = trunk
         self.transform = transform
-        self.embed_dim = embed_dim
+        self.pooling = pooling
+        self.embed_dim = embed_dim * (2 if pooling == "cls+mean" else 1)
         self.name = name
         self.patch_size = getattr(trunk, "patch_size", None)
         # CLS plus register tokens before the patch tokens (ViTs say how many; 1 by default)
@@ -200,8 +215,21 @@ class BackboneEncoder(Encoder):
         return self.transform(_uint8_batch(images))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.trunk(x)
-        return out
+        if self.pooling == "cls":
+            out: torch.Tensor = self.trunk(x)
+            return out
+        tokens = self.trunk.forward_features(x)
+        mean = tokens["patch"].mean(dim=1)
+        return mean if self.pooling == "mean" else torch.cat([tokens["cls"], mean], dim=1)
+
+    def with_pooling(self, pooling: str) -> BackboneEncoder:
+        """This encoder with another ``pooling``: the same trunk and transform (shared, not
+        copied), so it always embeds with the current weights. ``self`` when unchanged."""
+        if pooling == self.pooling:
+            return self
+        view = BackboneEncoder(self.trunk, self.transform, self.name, pooling)
+        view.spherical, view.whiten_dim = self.spherical, self.whiten_dim
+        return view.train(self.training)
 
     @property
     def has_attention(self) -> bool:
@@ -284,4 +312,5 @@ def embed_with_head(
     return emb, (torch.cat(logits).numpy() if head is not None else None)
 
 
-__all__ = ["BackboneEncoder", "Encoder", "PCAEncoder", "PixelEncoder", "embed_images", "embed_with_head"]
+__all__ = ["BACKBONE_POOLINGS", "BackboneEncoder", "Encoder", "PCAEncoder", "PixelEncoder", "embed_images",
+           "embed_with_head"]
