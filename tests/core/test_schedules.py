@@ -75,3 +75,24 @@ def test_teacher_temperature_warmup_longer_than_the_run_is_cut():
 
 def test_scaled_lr():
     assert scaled_lr(5e-4, 512) == pytest.approx(1e-3)
+
+
+def test_scaled_lr_linear_and_sqrt_rules_against_their_definitions():
+    for batch in (1, 32, 256, 1024, 4096):
+        assert scaled_lr(4e-3, batch) == pytest.approx(4e-3 * batch / 256)
+        assert scaled_lr(4e-3, batch, rule="sqrt") == pytest.approx(4e-3 * (batch / 1024) ** 0.5)
+    assert scaled_lr(4e-3, 1024, rule="sqrt") == pytest.approx(4e-3)      # the reference batch: unchanged
+    assert scaled_lr(4e-3, 256, rule="sqrt") == pytest.approx(2e-3)
+    assert scaled_lr(1e-3, 64, reference_batch=64, rule="sqrt") == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="linear.*sqrt"):
+        scaled_lr(1e-3, 64, rule="cubic")
+
+
+def test_train_config_lr_scaling_is_checked():
+    from deepclust.errors import DeepclustError
+    from deepclust.train.config import TrainConfig
+
+    assert TrainConfig().lr_scaling == "linear"
+    assert TrainConfig(lr_scaling="sqrt").lr_scaling == "sqrt"
+    with pytest.raises(DeepclustError, match="lr_scaling must be linear or sqrt"):
+        TrainConfig(lr_scaling="quadratic")

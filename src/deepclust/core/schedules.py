@@ -14,9 +14,13 @@ Definitions follow the official code:
 * `teacher_temp_schedule` is DINO's ``concat(linspace(warmup, final, W), full(n - W, final))``:
   indexed by epoch it reaches ``final`` at epoch ``W - 1``; DINOv2 applies the same shape
   per iteration (``per_iteration=True``).
+* `scaled_lr`: the linear rule (``lr x batch / 256``) or DINOv2's square-root rule
+  (``lr x sqrt(batch / 1024)``).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -74,10 +78,20 @@ def teacher_temp_schedule(
     return values.astype(np.float64)
 
 
-def scaled_lr(base_lr: float, global_batch_size: int, reference_batch: int = 256) -> float:
-    """The linear scaling rule used by SwAV, DINO and MoCo: lr = base_lr * batch / 256.
+def scaled_lr(base_lr: float, global_batch_size: int, reference_batch: int | None = None,
+              rule: str = "linear") -> float:
+    """The learning rate for a global batch, from the base learning rate of a recipe.
 
-    `base_lr` in configs is the learning rate *for a batch of 256 images*; the loop applies
-    this rule with the global batch (per-process batch x number of processes).
+    * ``rule="linear"`` (SwAV, DINO, MoCo; the default): ``lr = base_lr * batch / 256``;
+    * ``rule="sqrt"`` (DINOv2's ``optim.scaling_rule: sqrt_wrt_1024``):
+      ``lr = base_lr * sqrt(batch / 1024)``.
+
+    `base_lr` in configs is the learning rate *for the reference batch* (256 images for the
+    linear rule, 1024 for the square-root rule; `reference_batch` overrides it); the loop
+    applies the rule with the global batch (per-process batch x number of processes).
     """
-    return base_lr * global_batch_size / reference_batch
+    if rule == "linear":
+        return base_lr * global_batch_size / (reference_batch or 256)
+    if rule == "sqrt":
+        return base_lr * math.sqrt(global_batch_size / (reference_batch or 1024))
+    raise ValueError(f"unknown learning-rate scaling rule {rule!r}; use 'linear' or 'sqrt'")

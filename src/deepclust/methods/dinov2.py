@@ -21,8 +21,9 @@ DINO's [CLS] loss + iBOT's masked patch loss + KoLeo, on the machinery of
 * Separate heads for [CLS] and patches (``shared_head: false``, DINOv2's ``ibot.separate_head``
   of its large models; the base config shares the head).
 
-Not built here: DINOv2's square-root learning-rate scaling (``lr * sqrt(batch / 1024)``) needs
-the loop to choose a scaling rule; the loop applies the linear rule (``lr * batch / 256``).
+DINOv2's square-root learning-rate scaling (``lr * sqrt(batch / 1024)``) is the training
+config's ``lr_scaling: sqrt`` (the loop's choice, `deepclust.core.schedules.scaled_lr`; the
+default stays the linear ``lr * batch / 256``).
 """
 
 from __future__ import annotations

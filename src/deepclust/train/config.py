@@ -62,6 +62,8 @@ class TrainConfig:
     batch_size: int = 64                   # per process
     optimizer: str = "adamw"               # adamw | sgd | lars
     lr: float = 5e-4                       # base lr for a batch of 256 (scaled by global batch / 256)
+    # how lr scales with the global batch: linear (lr x batch / 256) | sqrt (DINOv2: lr x sqrt(batch / 1024))
+    lr_scaling: str = "linear"
     min_lr: float = 1e-6                   # final lr of the cosine schedule (not scaled)
     warmup_epochs: float = 1.0             # linear warm-up from 0 to the scaled lr
     weight_decay: float = 0.04
@@ -121,6 +123,8 @@ class TrainConfig:
             problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
         if self.lr <= 0:
             problems.append(f"lr must be > 0 (got {self.lr})")
+        if self.lr_scaling not in ("linear", "sqrt"):
+            problems.append(f"lr_scaling must be linear or sqrt (got {self.lr_scaling!r})")
         if self.optimizer.lower() not in ("adamw", "sgd", "lars"):
             problems.append(f"optimizer must be adamw, sgd or lars (got {self.optimizer!r})")
         if self.amp not in ("auto", "bf16", "fp16", "off"):

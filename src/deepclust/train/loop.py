@@ -288,7 +288,7 @@ def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
     built.on_train_start(ctx)
     if not state:
         warm_up_heads(built, cfg, ctx)  # --init: fresh heads trained on the frozen backbone first
-    lr = scaled_lr(cfg.lr, global_batch)
+    lr = scaled_lr(cfg.lr, global_batch, rule=cfg.lr_scaling)
     groups = adaptation_parameter_groups(built, cfg.weight_decay, lr_scale=cfg.init_lr_scale,
                                          layer_decay=cfg.layer_decay)  # --init's lower lr, layer decay
     optimizer = build_optimizer(cfg.optimizer, groups, lr=lr, momentum=cfg.momentum)
