@@ -100,26 +100,58 @@ DDP_SCRIPT = """
 import json, sys
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from methods_helpers import ArrayStore
+import deepclust.train.loop as loop
 from deepclust.core.distributed import cleanup, get_rank
+from deepclust.train.builder import build_method_from_config
 from deepclust.train.config import TrainConfig
 from deepclust.train.loop import train
 
 torch.set_num_threads(1)
 out = sys.argv[1]
 store = ArrayStore(np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype(np.uint8), None)
+
+
+def stop_after_first_epoch(cfg, **kwargs):  # the run stops right after its first checkpoint
+    method = build_method_from_config(cfg, **kwargs)
+    original = method.on_epoch_start
+
+    def on_epoch_start(ctx):
+        if ctx.epoch == 1:
+            raise KeyboardInterrupt("stop after the first checkpoint")
+        original(ctx)
+
+    method.on_epoch_start = on_epoch_start
+    return method
+
+
 results = {}
 for method in ("ibot", "dinov2"):
     kw = dict(out_dim=16, hidden_dim=16, bottleneck_dim=8, augment={"n_local": 2})
     if method == "dinov2":
         kw["patch_out_dim"] = 12
     cfg = TrainConfig(method=method, backbone="vit_tiny", backbone_kwargs={"depth": 1, "embed_dim": 48},
-                      method_kwargs=kw, k=3, image_size=32, epochs=1, batch_size=4, lr=0.01, warmup_epochs=0,
+                      method_kwargs=kw, k=3, image_size=32, epochs=2, batch_size=4, lr=0.01, warmup_epochs=0,
                       device="cpu", knn_every=0, monitor_samples=8, num_workers=0, collapse_check=False,
                       torch_threads=1, seed=1)
     try:
         train(cfg, store, f"{out}/{method}", progress=False)
-        results[method] = "ok"
+        loop.build_method_from_config = stop_after_first_epoch
+        try:
+            train(cfg, store, f"{out}/{method}-split", progress=False)
+            raise RuntimeError("the split run was not stopped")
+        except KeyboardInterrupt:
+            pass
+        loop.build_method_from_config = build_method_from_config
+        with open(f"{out}/{method}-split/state.json") as fh:
+            assert json.load(fh)["epoch"] == 1, "the split run did not stop after its first epoch"
+        torch.manual_seed(123)  # another initialisation: the weights must come from the checkpoint
+        train(cfg, store, f"{out}/{method}-split", resume=True, progress=False)
+        a = load_file(f"{out}/{method}/model.safetensors")
+        b = load_file(f"{out}/{method}-split/model.safetensors")
+        different = sorted(k for k in a if k not in b or not torch.equal(a[k], b[k]))
+        results[method] = "ok" if a.keys() == b.keys() and not different else f"resume differs: {different[:5]}"
     except Exception as exc:
         results[method] = f"{type(exc).__name__}: {str(exc)[:300]}"
 with open(f"{out}/rank{get_rank()}.json", "w") as fh:
@@ -129,11 +161,14 @@ cleanup()
 
 
 @pytest.mark.slow
-def test_ibot_and_dinov2_train_vit_tiny_at_32px_under_two_gloo_processes(tmp_path):
+def test_ibot_and_dinov2_train_vit_tiny_at_32px_under_two_gloo_processes_and_resume_exactly(tmp_path):
+    """The acceptance case: vit_tiny at 32 px, two gloo processes, 2 epochs; the same run
+    stopped after its first checkpoint and resumed ends with bitwise the same weights."""
     result = run_two_processes(DDP_SCRIPT, tmp_path / "ddp.py", str(tmp_path), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for rank in (0, 1):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == {"ibot": "ok", "dinov2": "ok"}
     for method in ("ibot", "dinov2"):
-        state = json.loads((tmp_path / method / "state.json").read_text())
-        assert (state["epoch"], state["step"], state["extra"]["world_size"]) == (1, 2, 2)
+        for run in (method, f"{method}-split"):
+            state = json.loads((tmp_path / run / "state.json").read_text())
+            assert (state["epoch"], state["step"], state["extra"]["world_size"]) == (2, 4, 2)
