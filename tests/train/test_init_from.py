@@ -112,6 +112,11 @@ def test_cli_one_epoch_from_hf_then_cluster_the_run(tiny_trainable_dirs, tmp_pat
     rc = main(["cluster", str(data), "--model", str(out), "--k", "4", "--out", str(tmp_path / "cl"), "--quiet",
                "--no-report"])
     assert rc == 0 and (tmp_path / "cl" / "assignments.csv").is_file()
+    from deepclust.features import load_model
+
+    encoder = load_model(str(out)).encoder  # attention maps: the trainable ViT's last self-attention
+    x = encoder.preprocess(torch.from_numpy(store.images[:2]))
+    assert encoder.has_attention and encoder.last_selfattention(x).shape == (2, 2, 1 + 16, 1 + 16)
 
 
 def test_resume_is_exact(tiny_trainable_dirs, tmp_path, monkeypatch):  # noqa: F811
