@@ -148,11 +148,14 @@ def test_init_from_a_run_takes_its_backbone_not_its_heads_or_optimiser(tmp_path)
     base = dict(method="dino", data="tiny", epochs=1, batch_size=8, k=4, knn_every=0, monitor_samples=16,
                 method_kwargs=DINO_KW, device="cpu", collapse_check=False, num_workers=0, backbone="vit_tiny",
                 backbone_kwargs={"depth": 2, "embed_dim": 32, "num_heads": 2}, image_size=16)
-    first = train(TrainConfig(**base), store, tmp_path / "A", progress=False)
+    named = {**DINO_KW, "augment": {**DINO_KW["augment"], "mean": "cifar10"}}
+    first = train(TrainConfig(**{**base, "method_kwargs": named}), store, tmp_path / "A", progress=False)
     source, _ = load_trained_method(first)
     cfg = resolve_init(TrainConfig(**{**base, "init": str(first), "backbone": "small_cnn", "backbone_kwargs": {},
                                       "init_head_warmup_steps": 0, "seed": 5}), given={"image_size"})
     assert cfg.backbone == "vit_tiny" and cfg.backbone_kwargs["depth"] == 2 and cfg.layer_decay == 0.9
+    assert cfg.backbone_kwargs["patch_size"] == 4  # pinned: A trained at 32 px, B may use another size
+    assert cfg.method_kwargs["augment"]["mean"] == "cifar10"  # A's normalisation
     method = build_method_from_config(cfg)
     teacher_a = source.teacher_backbone.state_dict()
     for module in (method.backbone, method.teacher_backbone):

@@ -62,7 +62,7 @@ class InitSource:
     backbone: str
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     image_size: int | None = None
-    mean: list[float] | None = None
+    mean: list[float] | str | None = None
     std: list[float] | None = None
 
 
@@ -138,11 +138,13 @@ def resolve_init(cfg: TrainConfig, given: Collection[str] = ()) -> TrainConfig:
     d["backbone"], d["backbone_kwargs"] = _merge_backbone(cfg, src, given)
     if src.image_size and "image_size" not in given:
         d["image_size"] = int(src.image_size)
-    if src.mean is not None and src.std is not None and _method_accepts_augment(cfg):
+    if src.mean is not None and _method_accepts_augment(cfg):
         kwargs = dict(cfg.method_kwargs)
         augment = dict(kwargs.get("augment") or {})
-        if "mean" not in augment:
-            augment.update(mean=list(src.mean), std=list(src.std))
+        if "mean" not in augment:  # a list with its std, or a run's named normalisation ("cifar10")
+            augment["mean"] = src.mean if isinstance(src.mean, str) else list(src.mean)
+            if src.std is not None:
+                augment["std"] = list(src.std)
             kwargs["augment"] = augment
         d["method_kwargs"] = kwargs
     vit = d["backbone"].startswith("vit")  # layer-wise decay is defined for a ViT's blocks
