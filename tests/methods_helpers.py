@@ -98,9 +98,10 @@ CONTRACT_BACKBONES = {
     "small_cnn": {"widths": [8, 16], "convs_per_stage": 1},
     "resnet18": {"width": 8},
     "vit_tiny": {"depth": 1, "embed_dim": 48},
+    "vit_tiny_convstem": {"depth": 1, "embed_dim": 48, "stem_width": 8},  # BatchNorm in the stem
 }
 COMBOS = [(m, b) for m in CONTRACT_METHODS for b in CONTRACT_BACKBONES
-          if m not in VIT_ONLY_METHODS or b == "vit_tiny"]
+          if m not in VIT_ONLY_METHODS or b.startswith("vit_")]
 
 
 def contract_images(n: int = 8, seed: int = 0) -> np.ndarray:
