@@ -37,6 +37,7 @@ from deepclust.models.encoder import embed_with_head
 from deepclust.train.builder import build_method_from_config
 from deepclust.train.config import TrainConfig
 from deepclust.train.loop import train
+from machine import machine_line
 
 DEFAULT_RECIPES = ["digits_deepcluster", "digits_swav", "digits_dino"]
 WHITEN_DIM = 24
@@ -104,14 +105,14 @@ def fmt(v, digits=3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
-def to_markdown(results: list[dict], baseline: dict, command: str, threads: int) -> str:
+def to_markdown(results: list[dict], baseline: dict, command: str, threads: int, load_start: str = "-") -> str:
     lines = [
         "# Methods on digits: clustering quality and training speed",
         "",
         f"Command: `{command}`",
-        f"Machine: 2-core CPU dev machine (shared with other jobs), torch {torch.__version__}, "
-        f"{threads} threads, Python {platform.python_version()}. Date: {time.strftime('%Y-%m-%d')}, "
-        f"load average at the end {os.getloadavg()[0]:.2f}.",
+        f"Machine: {machine_line()}, Python {platform.python_version()}. Date: {time.strftime('%Y-%m-%d %H:%M')}. "
+        f"{threads} torch thread(s); load average at the start {load_start}. Quality figures do not "
+        "depend on the load; wall times and img/s do (re-measure them on an idle machine).",
         "",
         "All clusterings: `deepclust.cluster.cluster_embeddings` (k=10, 10 restarts). run ACC/NMI/ARI: "
         "the run's own setting (`cluster_whiten_dim`; what `deepclust train`, `cluster --model RUN` "
@@ -150,6 +151,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the Markdown table here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load_start = " / ".join(f"{v:.2f}" for v in os.getloadavg())
     results = [run_recipe(r, args.data, args.threads, args.sets, seed) for r in args.recipes for seed in args.seeds]
     first = TrainConfig.load(args.recipes[0])
     baseline = raw_baseline(args.data or first.data, 8 if (args.data or first.data) == "digits" else first.image_size,
@@ -158,7 +160,7 @@ def main() -> None:
         ["--recipes", *args.recipes] + (["--data", args.data] if args.data else [])
         + (["--seeds", *map(str, args.seeds)] if args.seeds != [None] else [])
         + sum((["--set", s] for s in args.sets), []))
-    table = to_markdown(results, baseline, command.strip(), args.threads)
+    table = to_markdown(results, baseline, command.strip(), args.threads, load_start)
     print(table)
     if args.out:
         Path(args.out).write_text(table)

@@ -91,6 +91,21 @@ def test_separate_patch_head_and_k_way_cluster_head():
     assert method.cluster_logits(x).shape == (4, 3)
 
 
+def test_eval_pooling_embeds_teacher_cls_and_mean_patch_token():
+    torch.manual_seed(0)
+    method = build_method("ibot", tiny_vit(), k=3, img_size=16, **SMALL, eval_pooling="cls+mean")
+    encoder = method.encoder()
+    assert encoder.embed_dim == 48 and encoder.trunk is method.teacher_backbone.trunk
+    x = method.preprocess(torch.from_numpy(images()))
+    method.eval()
+    with torch.no_grad():
+        tokens = method.teacher_backbone.forward_tokens(x)
+        torch.testing.assert_close(method.embed(x), torch.cat([tokens["cls"], tokens["patch"].mean(1)], 1))
+    assert build_method("ibot", tiny_vit(), k=3, img_size=16, **SMALL).encoder().embed_dim == 24  # cls
+    with pytest.raises(MethodConfigError, match="eval_pooling 'cls'"):
+        build_method("ibot", tiny_vit(), k=3, img_size=16, **{**SMALL, "out_dim": "k"}, eval_pooling="mean")
+
+
 def test_a_conv_net_is_refused_with_a_clear_error():
     with pytest.raises(MethodConfigError, match="needs a ViT"):
         build_method("ibot", tiny_backbone(), k=3, img_size=8)
