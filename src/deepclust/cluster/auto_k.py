@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from deepclust.cluster.kmeans import kmeans
 from deepclust.cluster.validation import InvalidInputError
@@ -81,7 +82,8 @@ def choose_k(space: np.ndarray, k_range: str | Sequence[int] | None = None, *, s
         raise InvalidInputError(f"k range {lo}:{hi + 1} does not fit {len(space)} rows: "
                                 f"--k auto needs at least {lo + 1} rows.")
     curve: dict[int, float] = {}
-    for k in range(lo, hi + 1):
+    # One k-means + silhouette per k: minutes on 10^4-10^5 rows, so a bar (stderr, only on a terminal).
+    for k in tqdm(range(lo, hi + 1), desc="k auto (silhouette)", unit="k", leave=False, disable=None):
         result = kmeans(space, k, n_init=n_init, seed=seed, spherical=spherical)
         curve[k] = silhouette(space, np.asarray(result.labels), spherical=spherical, sample_size=sample_size,
                               seed=seed)
