@@ -41,7 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from deepclust.core.device import amp_dtype as amp_dtype_for
-from deepclust.core.device import autocast
+from deepclust.core.device import autocast, use_channels_last
 from deepclust.core.distributed import barrier, get_rank, get_world_size, init_from_env, is_dist
 from deepclust.core.outdir import output_lock
 from deepclust.core.schedules import scaled_lr
@@ -275,7 +275,9 @@ def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
     if cfg.freeze_last_layer_epochs is not None:
         built.freeze_last_layer_epochs = cfg.freeze_last_layer_epochs
     built.to(device)
-    amp_dtype = amp_dtype_for(cfg.amp, device)
+    if cfg.backbone_kwargs.get("channels_last") is None:   # conv nets: channels_last unless told otherwise
+        use_channels_last(built)
+    amp_dtype = amp_dtype_for(cfg.amp, device, cfg.backbone)
     ctx = TrainContext(epoch=state["epoch"] if state else 0, step=state["step"] if state else 0,
                        steps_per_epoch=steps_per_epoch, total_epochs=cfg.epochs, device=device, images=images,
                        labels=labels, batch_size=cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world,
@@ -319,6 +321,8 @@ def _rebuild(cfg: TrainConfig, rank: int, device: torch.device, trust_custom_cod
     built = build_method_from_config(cfg, trust_custom_code=trust_custom_code, init_weights=not state)
     if cfg.freeze_last_layer_epochs is not None:
         built.freeze_last_layer_epochs = cfg.freeze_last_layer_epochs
+    if cfg.backbone_kwargs.get("channels_last") is None:
+        use_channels_last(built)
     return built.to(device)
 
 
