@@ -112,6 +112,8 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         model: cluster with this encoder instead of training one: a run directory,
             ``hf:<id or dir>``, a Hugging Face folder, ``raw``, ``pca`` or an ``nn.Module``.
         epochs, batch_size, lr: override the recipe's values when given.
+        time_budget: train for this long (``"90s"``, ``"10m"``, ``"1h"``): epochs and steps sized from
+            the measured speed, every schedule stretched to end in time (`deepclust.train.budget`).
         config: a recipe name (``"digits_dino"``), a YAML path, or a dict of
             ``TrainConfig`` fields; the arguments above take precedence over it. None: for
             small images (at most 32 px) the CPU-sized ``digits_<method>`` recipe when there is
@@ -149,6 +151,7 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
     def __init__(self, method: str = "dino", k: int = 10, backbone: str | None = None, *,
                  model: Any = None, epochs: int | None = None, batch_size: int | None = None,
                  lr: float | None = None, config: str | Path | dict | None = None, device: str = "auto",
+                 time_budget: str | None = None,
                  random_state: int = 0, out_dir: str | Path | None = None, verbose: bool = True,
                  whiten_dim: int | str | None = "auto", spherical: bool | None = None, n_init: int = 10,
                  balanced: bool = False, method_kwargs: dict | None = None, trust_custom_code: bool = False,
@@ -164,6 +167,7 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.time_budget = time_budget
         self.config = config
         self.device = device
         self.random_state = random_state
@@ -211,7 +215,7 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
             d["method"] = self.method
         if self.backbone is not None:
             d["backbone"] = self.backbone
-        for key in ("epochs", "batch_size", "lr"):
+        for key in ("epochs", "batch_size", "lr", "time_budget"):
             if getattr(self, key) is not None:
                 d[key] = getattr(self, key)
         d["method_kwargs"] = {**d["method_kwargs"], **(self.method_kwargs or {})}

@@ -34,6 +34,13 @@ mean/std; heads start fresh (a short head-only warm-up first for DINO / iBOT / D
 0.1 x the learning rate with layer-wise decay 0.9 (--set init_lr_scale=, layer_decay=,
 freeze_blocks=N, init_head_warmup_steps=; see docs/domain_adaptation.md).
 
+Without --config, the settings come from the data and the machine (deepclust.train.defaults:
+backbone width, views, image size, batch, lr; the log lists them, config.json records them;
+flags and --set still win) and, without --epochs, a 10-minute budget sizes the run. --time
+DURATION (90s, 60m, 2h, 1h30m) measures the speed first, then sizes epochs and steps so that
+every schedule (lr, weight decay, teacher momentum and temperatures, warm-ups, freezes, DAC's
+thresholds) ends with the budget; the plan is logged and kept for --resume.
+
 Several GPUs or processes: torchrun --nproc_per_node=2 -m deepclust train ... (DDP)."""
 
 EPILOG = """\
@@ -41,6 +48,7 @@ Example:
   deepclust train --method dino --data digits --out runs/digits-dino --epochs 30 --k 10
   deepclust train --config digits_dino --data digits --out runs/dd --set method_kwargs.teacher_temp=0.05
   deepclust train --out runs/dd --resume --epochs 60
+  deepclust train --method dino --data digits28.npz --out runs/d28 --time 5m   # sized to 5 minutes
   deepclust train --method dino --init hf:facebook/dinov2-small --data photos/ --out runs/adapted --size 98
   deepclust cluster digits --k 10 --model runs/dd --out runs/dd-clusters
   deepclust train --method clip --data pairs.csv --out runs/clip --epochs 20   # columns path,caption
@@ -64,6 +72,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="run directory (created if missing)")
     p.add_argument("--config", default=None, metavar="YAML|NAME", help="recipe: a YAML file or a name in configs/")
     p.add_argument("--epochs", type=int, default=None, metavar="N")
+    p.add_argument("--time", default=None, metavar="DURATION",
+                   help="time budget, e.g. 90s, 60m, 2h, 1h30m: epochs and steps sized from the measured speed, "
+                        "every schedule stretched to end in time (without a recipe and --epochs: 10m)")
     p.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--batch-size", type=int, default=None, metavar="B", help="images per step and process")
     p.add_argument("--lr", type=float, default=None, help="base learning rate for a batch of 256")
@@ -91,9 +102,7 @@ def build_config(args: argparse.Namespace):
     from deepclust.train.checkpoint import read_state
     from deepclust.train.config import TrainConfig
 
-    overrides = {"method": args.method, "data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
-                 "lr": args.lr, "backbone": args.backbone, "k": args.k, "device": args.device,
-                 "image_size": args.size, "seed": args.seed, "init": args.init}
+    overrides = _overrides(args)
     if args.resume and not args.config and not args.method:
         if not Path(args.out).is_dir() or read_state(args.out) is None:
             raise DeepclustError(f"nothing to resume in {args.out}: it holds no checkpoint (no epoch was completed "
@@ -115,6 +124,21 @@ def build_config(args: argparse.Namespace):
     given = INIT_GIVEN if args.resume and not args.config and not args.method else (
         {k for k, v in overrides.items() if v is not None} | {s.split("=", 1)[0].split(".")[0] for s in args.sets})
     return resolve_init(cfg, given)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {"method": args.method, "data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
+            "lr": args.lr, "backbone": args.backbone, "k": args.k, "device": args.device, "image_size": args.size,
+            "seed": args.seed, "init": args.init, "time_budget": args.time}
+
+
+def _uses_data_defaults(args: argparse.Namespace, cfg) -> bool:
+    """No recipe, a new run, a registered image method (not image-text pairs), no --init."""
+    from deepclust.methods import METHODS
+
+    method = METHODS.get(cfg.method.lower().replace("-", "_"))
+    return (not args.config and not args.resume and method is not None and not getattr(method, "paired_data", False)
+            and not cfg.init)
 
 
 def _sets(args: argparse.Namespace) -> list[str]:
@@ -143,11 +167,13 @@ def run(args: argparse.Namespace) -> int:
     from deepclust.core.outdir import output_lock
     from deepclust.data.store import load_images
     from deepclust.pipeline import cluster_store
+    from deepclust.train.defaults import MAX_CPU_SIZE, apply_defaults, given_keys
     from deepclust.train.loop import train
 
     cfg = build_config(args)
     resolve_device(cfg.device)  # a clear error for --device gpu9 / cuda without CUDA, before any work
     device = init_from_env(cfg.device)
+    auto = _uses_data_defaults(args, cfg)  # no recipe: settings chosen from the data (deepclust.train.defaults)
     rank = get_rank()
     show = args.progress and rank == 0
     stack = contextlib.ExitStack()
@@ -158,10 +184,13 @@ def run(args: argparse.Namespace) -> int:
         store = eval_store = None
         for turn in (0, 1):
             if (rank == 0) == (turn == 0):
-                store = load_training_data(cfg, progress=show)
+                store = (load_images(cfg.data, size=args.size, max_size=MAX_CPU_SIZE if device.type == "cpu" else 96,
+                                     progress=show) if auto else load_training_data(cfg, progress=show))
                 eval_store = (load_images(cfg.eval_data, size=store.images.shape[1], progress=show)
                               if cfg.eval_data else None)
             barrier()
+        if auto and store is not None:
+            cfg, _ = apply_defaults(cfg, store.images, given_keys(_overrides(args), _sets(args)))
         out = train(cfg, store, args.out, resume=args.resume, progress=show, eval_store=eval_store,
                     trust_custom_code=args.trust_custom_code)
         if rank == 0:

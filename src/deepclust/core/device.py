@@ -107,6 +107,6 @@ def use_channels_last(module: nn.Module) -> bool:
     28 px). Returns whether there was any."""
     found = [m for m in module.modules() if isinstance(getattr(m, "channels_last", None), bool)]
     for m in found:
-        m.channels_last = True
+        setattr(m, "channels_last", True)  # noqa: B010 (an attribute of SmallCNN / ResNet)
         m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return bool(found)
