@@ -16,6 +16,7 @@ from deepclust.train.defaults import (
     DataProfile,
     apply_defaults,
     choose_defaults,
+    default_budget,
     given_keys,
     profile_data,
 )
@@ -73,7 +74,8 @@ def test_explicit_settings_win_and_a_default_budget_sizes_the_run():
                                  cores=2)
     assert new.batch_size == 32 and "batch_size" not in chosen
     assert new.method_kwargs["out_dim"] == 256 and new.method_kwargs["use_bn_in_head"] is True   # merged
-    assert new.time_budget == DEFAULT_BUDGET and new.image_size == 28
+    assert new.time_budget == "2m" and new.image_size == 28                     # 400 images: the shortest
+    assert (default_budget(1797), default_budget(4000), default_budget(60_000)) == ("2m", "4m", DEFAULT_BUDGET)
     with_epochs, _ = apply_defaults(cfg, grey_images(400, 28), given={"method", "epochs"}, cores=2)
     assert with_epochs.time_budget is None
     assert given_keys({"epochs": None, "lr": 0.1}, ["method_kwargs.out_dim=64", "seed=3"]) == {

@@ -19,10 +19,12 @@ head, short-run teacher settings), adapted to the data and the machine:
 * **batch**: about N / 40 images per step, a power of two in [64, 256] for conv nets, half
   that for ViTs (they need steps more than big batches); never more than N / 4.
 * **lr**: the recipe's base rate (for a batch of 256; the loop scales it).
-* **epochs**: through a time budget, `DEFAULT_BUDGET` unless ``--epochs`` or ``--time`` is
-  given; the recipe's epochs are the reference its epoch-counted settings are stretched from.
+* **epochs**: through a time budget, unless ``--epochs`` or ``--time`` is given:
+  `DEFAULT_BUDGET` (10 minutes) for 10,000 images or more, proportionally less for fewer
+  (at least 2 minutes, `default_budget`); the recipe's epochs are the reference its
+  epoch-counted settings are stretched from.
 * **threads / precision**: one torch thread for images of at most 16 px (each op is too
-  small to split), all cores above; ``amp: auto`` (`deepclust.core.device.auto_amp`).
+  small to split), all cores above; ``amp: auto`` (`deepclust.core.device.amp_dtype`).
 
 `apply_defaults` logs every chosen value; they are ordinary TrainConfig fields, so the run's
 config.json states them.
@@ -77,6 +79,12 @@ def profile_data(images: np.ndarray, *, cores: int | None = None, sample: int = 
                        bf16=cpu_has_bf16())
 
 
+def default_budget(n_images: int) -> str:
+    """`DEFAULT_BUDGET` (10 minutes) from 10,000 images on, less for fewer (at least 2 minutes):
+    ``"4m"`` for 4,000 images, ``"2m"`` for scikit-learn's 1,797 digits."""
+    return f"{max(2, min(10, round(10 * n_images / 10_000)))}m"
+
+
 def _pow2_between(value: float, lo: int, hi: int) -> int:
     p = 2 ** int(np.floor(np.log2(max(1.0, value))))
     return int(min(hi, max(lo, p)))
@@ -126,7 +134,7 @@ def apply_defaults(cfg: TrainConfig, images: np.ndarray, given: set[str], *,
     full = choose_defaults(cfg.method, prof)
     chosen = {k: v for k, v in full.items() if k not in given}
     if "time_budget" not in given and "epochs" not in given:
-        chosen["time_budget"] = DEFAULT_BUDGET
+        chosen["time_budget"] = default_budget(prof.n_images)
     if "method_kwargs" in given and "method_kwargs" in full:   # --set method_kwargs.x=...: merged, theirs win
         chosen["method_kwargs"] = _merge(full["method_kwargs"], cfg.method_kwargs)
     new = TrainConfig.from_dict({**cfg.to_dict(), **chosen, "image_size": prof.image_size})
@@ -152,4 +160,5 @@ def given_keys(overrides: dict[str, Any], sets: list[str]) -> set[str]:
     return keys | {item.split("=", 1)[0].split(".")[0].strip() for item in sets if "=" in item}
 
 
-__all__ = ["DEFAULT_BUDGET", "DataProfile", "apply_defaults", "choose_defaults", "given_keys", "profile_data"]
+__all__ = ["DEFAULT_BUDGET", "DataProfile", "apply_defaults", "choose_defaults", "default_budget", "given_keys",
+           "profile_data"]
