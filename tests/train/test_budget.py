@@ -111,6 +111,14 @@ def _log(run_dir) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def _planned(cfg: TrainConfig, plan: BudgetPlan) -> Schedules:
+    """The schedules a plan starts from (re-plans stretch them and keep their end values)."""
+    return Schedules.build(_Teacher(), lr=cfg.lr * cfg.batch_size / 256, min_lr=cfg.min_lr,
+                           warmup_epochs=cfg.warmup_epochs, weight_decay=cfg.weight_decay,
+                           weight_decay_end=cfg.weight_decay_end, epochs=plan.epochs, steps_per_epoch=plan.full_steps,
+                           epoch_steps=plan.epoch_steps, warmup_scale=plan.scale)
+
+
 def test_budget_run_ends_on_time_with_every_schedule_at_its_end(tmp_path):
     budget = 12.0
     method = _Teacher()
@@ -129,10 +137,7 @@ def test_budget_run_ends_on_time_with_every_schedule_at_its_end(tmp_path):
     assert len(_log(tmp_path / "run")) == plan.epochs                        # every epoch ran
     # the schedules ran to their ends: the last step got the end values of the schedules the plan
     # was built with (re-plans stretch them, never cut them), the cosine lr near min_lr
-    planned = Schedules.build(_Teacher(), lr=cfg.lr * cfg.batch_size / 256, min_lr=cfg.min_lr,
-                              warmup_epochs=cfg.warmup_epochs, weight_decay=cfg.weight_decay,
-                              weight_decay_end=cfg.weight_decay_end, epochs=plan.epochs, steps_per_epoch=16,
-                              epoch_steps=plan.epoch_steps, warmup_scale=plan.scale)
+    planned = _planned(cfg, plan)
     epoch, step, lr, momentum, temp = method.seen[-1]
     assert epoch == plan.epochs - 1 and step == state["step"] - 1
     assert lr == pytest.approx(planned.lr[-1]) and momentum == pytest.approx(planned.teacher_momentum[-1])
@@ -156,4 +161,33 @@ def test_resumed_budget_run_keeps_its_plan(tmp_path):
     assert len(_log(tmp_path / "run")) == plan["epochs"]
     # the resumed part continued the stored schedule and ended at its end
     assert second.seen[0][1] == checkpoint["step"] and saved["elapsed_s"] > 0
-    assert second.seen[-1][3] > 0.999 and second.seen[-1][2] < cfg.min_lr + 0.05 * cfg.lr * cfg.batch_size / 256
+    planned = _planned(cfg, BudgetPlan.from_dict(plan))
+    assert second.seen[-1][2] == pytest.approx(planned.lr[-1])
+    assert second.seen[-1][3] == pytest.approx(planned.teacher_momentum[-1])
+
+
+def test_dac_thresholds_meet_by_the_last_planned_epoch():
+    from deepclust.train.budget import stretch_method
+    from deepclust.train.builder import build_method_from_config
+
+    cfg = TrainConfig(method="dac", epochs=60, image_size=8, backbone_kwargs={"widths": [4, 8, 8]},
+                      method_kwargs={"hidden_dim": 8})
+    method = build_method_from_config(cfg)
+    plan = BudgetPlan(budget_s=60, epochs=5, reference_epochs=60, full_steps=10, epoch_steps=[10] * 5, estimate={})
+    stretch_method(method, plan, method_config(cfg, plan).method_kwargs)
+    upper, lower = method.thresholds(plan.epochs - 1)
+    assert upper == pytest.approx(lower)                                   # met in the last epoch
+    assert method.thresholds(0)[0] > method.thresholds(2)[0] > upper       # and moved there step by step
+
+
+def test_deepcluster_budget_run_probes_its_epoch_hook(tmp_path):
+    """DeepCluster's k-means runs per epoch: the probe times it on a subset, the run ends on time."""
+    store = toy_store(96)
+    cfg = TrainConfig(method="deepcluster", epochs=10, image_size=8, batch_size=16, k=4, knn_every=0,
+                      backbone_kwargs={"widths": [4, 8, 8]}, method_kwargs={"n_clusters": 4, "pca_dim": 4},
+                      monitor_samples=64, device="cpu", time_budget="6s", optimizer="sgd", lr=0.1)
+    start = time.perf_counter()
+    train(cfg, store, tmp_path / "dc", progress=False)
+    assert abs(time.perf_counter() - start - 6.0) <= 0.1 * 6.0
+    state = json.loads((tmp_path / "dc" / "state.json").read_text())
+    assert len(_log(tmp_path / "dc")) == state["extra"]["budget"]["epochs"] == state["epoch"]

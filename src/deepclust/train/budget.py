@@ -156,10 +156,21 @@ def method_config(cfg: TrainConfig, plan: BudgetPlan | None) -> TrainConfig:
     return dataclasses.replace(cfg, method_kwargs=kwargs)
 
 
-def stretch_method(method: Method, plan: BudgetPlan) -> None:
-    """The last-layer freeze, counted in epochs or iterations, stretched with the run."""
+def stretch_method(method: Method, plan: BudgetPlan, method_kwargs: dict[str, Any] | None = None) -> None:
+    """Stretch the method's epoch-counted settings in place: the last-layer freeze (epochs or
+    iterations), and the `EPOCH_KWARGS` of `method_kwargs` (from `method_config`) in the
+    method's ``config`` and attribute of the same name where it has them (DAC reads
+    ``config.threshold_epochs``, SwAV keeps ``epoch_queue_starts``)."""
     method.freeze_last_layer_epochs = int(round(method.freeze_last_layer_epochs * plan.scale))
     method.freeze_last_layer_iters = int(round(method.freeze_last_layer_iters * plan.step_scale))
+    config = getattr(method, "config", None)
+    for key, value in (method_kwargs or {}).items():
+        if key not in EPOCH_KWARGS:
+            continue
+        if dataclasses.is_dataclass(config) and hasattr(config, key):
+            setattr(config, key, value)
+        if hasattr(method, key):
+            setattr(method, key, value)
 
 
 def build_schedules(method: Method, cfg: TrainConfig, plan: BudgetPlan, *, lr: float,
@@ -191,31 +202,37 @@ def probe(method: Method, cfg: TrainConfig, ctx: TrainContext, *, clip_grad: flo
 
 
 def _probe(method: Method, cfg: TrainConfig, ctx: TrainContext, *, clip_grad: float) -> Estimate:
+    """`method` is a copy of the run's, after its ``on_train_start`` (neighbours, tokenizer, ...).
+    A method with an epoch hook (DeepCluster) runs it on a subset whose indices are its own;
+    any other sees its batches under their store indices."""
     n, batch = len(ctx.images), ctx.batch_size * ctx.world_size
     n_sub = min(n, max(512, 4 * batch))
     idx = np.sort(np.random.default_rng([cfg.seed, 17]).choice(n, n_sub, replace=False))
     sub = np.ascontiguousarray(ctx.images[idx])
+    hook = type(method).on_epoch_start is not Method.on_epoch_start
     labels = None if ctx.labels is None else np.asarray(ctx.labels)[idx]
     sub_ctx = dataclasses.replace(ctx, epoch=0, step=0, steps_per_epoch=max(1, n_sub // batch), images=sub,
                                   labels=labels, logs={}, reinitialized=[])
     sub_ctx.embed_all = lambda: embed_store_sharded(method.encoder(), sub, device=ctx.device,
                                                     batch_size=max(ctx.batch_size, 256), amp_dtype=ctx.amp_dtype)
     method.train()
-    method.on_train_start(sub_ctx)
     start = time.perf_counter()
-    method.on_epoch_start(sub_ctx)
+    if hook:
+        method.on_epoch_start(sub_ctx)
     pre = (time.perf_counter() - start) * n / n_sub
     optimizer = build_optimizer(cfg.optimizer, method.parameter_groups(cfg.weight_decay), lr=cfg.lr,
                                 momentum=cfg.momentum)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     state = StepState(epoch=0, step=0, steps_per_epoch=sub_ctx.steps_per_epoch, total_epochs=1, lr=cfg.lr * 1e-3,
                       weight_decay=cfg.weight_decay, teacher_momentum=0.996)
-    order = epoch_order(method, sub_ctx, n_sub, cfg.seed)
+    order = epoch_order(method, sub_ctx, n_sub, cfg.seed) if hook else \
+        np.arange(sub_ctx.steps_per_epoch * ctx.batch_size).reshape(-1, ctx.batch_size)
     times = []
     for i in range(PROBE_STEPS + 1):   # a fixed count: under DDP every rank's collectives pair up
         row = order[i % len(order)]
         start = time.perf_counter()
-        raw = {"images": torch.from_numpy(sub[row]).to(ctx.device), "index": torch.from_numpy(row).to(ctx.device)}
+        index = torch.from_numpy(row if hook else idx[row])
+        raw = {"images": torch.from_numpy(sub[row]).to(ctx.device), "index": index.to(ctx.device)}
         with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
             collated = method.collate(raw, state)
         with autocast(ctx.device, ctx.amp_dtype):
@@ -293,7 +310,7 @@ class BudgetController:
 
     def _replan(self, epoch: int, done: int, step: int, step_s: float) -> None:
         counts = self.schedules.epoch_steps or [self.schedules.steps_per_epoch] * self.plan.epochs
-        new = _counts_from_rank0(self._proposal(list(counts), epoch, done, step_s))  # DDP: rank 0 decides
+        new = [int(n) for n in _rank0(self._proposal(list(counts), epoch, done, step_s))]  # DDP: rank 0's
         if new != list(counts):
             log.debug("time budget: %.1f s left, %.3f s/step: epoch steps %s -> %s",
                       self.plan.budget_s - self.elapsed(), step_s, counts[epoch:], new[epoch:])
@@ -345,10 +362,10 @@ def resumed_epochs(cfg: TrainConfig, state: dict[str, Any] | None) -> TrainConfi
 
 
 def plan_budget(method: Method, cfg: TrainConfig, ctx: TrainContext, *, state: dict[str, Any] | None,
-                started: float, rebuild: Any | None) -> tuple[Method, TrainConfig, BudgetPlan | None]:
-    """The run's plan: the stored one when resuming, else probed and sized now (rank 0's, under
-    DDP). Returns the method (rebuilt from the stretched method settings when they changed and
-    `rebuild(cfg) -> Method` is given), the config with ``epochs = E``, and the plan."""
+                started: float) -> tuple[TrainConfig, BudgetPlan | None]:
+    """The run's plan: the stored one when resuming, else probed (on a copy of `method`, after its
+    ``on_train_start``) and sized now (rank 0's, under DDP). Stretches the method's epoch-counted
+    settings in place (`stretch_method`) and returns the config with ``epochs = E``."""
     stored = (state or {}).get("extra", {}).get("budget")
     if stored:
         plan = BudgetPlan.from_dict(stored)
@@ -359,45 +376,25 @@ def plan_budget(method: Method, cfg: TrainConfig, ctx: TrainContext, *, state: d
         plan = size_plan(budget_s - (time.perf_counter() - started), est, full_steps=ctx.steps_per_epoch,
                          reference_epochs=cfg.epochs)
         plan.budget_s = budget_s
-        plan = _from_rank0(plan)
+        plan = BudgetPlan.from_dict(_rank0(plan.to_dict()))
     else:
-        return method, cfg, None
+        return cfg, None
     cfg = dataclasses.replace(cfg, epochs=plan.epochs)
-    scaled = method_config(cfg, plan)
-    if scaled.method_kwargs != cfg.method_kwargs:
-        if rebuild is not None:
-            method = rebuild(scaled)
-        else:
-            keys = ", ".join(sorted(set(scaled.method_kwargs) & set(EPOCH_KWARGS)))
-            log.warning("time budget: %s is a ready-built method, so its epoch-counted settings (%s) are not "
-                        "stretched", type(method).__name__, keys)
-    stretch_method(method, plan)
+    stretch_method(method, plan, method_config(cfg, plan).method_kwargs)
     ctx.total_epochs = plan.epochs
     if ctx.rank == 0 and not stored:
         log.info("%s", describe(plan, cfg, ctx.batch_size * ctx.world_size))
-    return method, cfg, plan
+    return cfg, plan
 
 
-def _counts_from_rank0(counts: list[int]) -> list[int]:
+def _rank0(value: Any) -> Any:
+    """Rank 0's `value` on every process (timings differ between processes); `value` itself alone."""
     from deepclust.core.distributed import is_dist
 
     if not is_dist():
-        return counts
+        return value
     import torch.distributed as dist
 
-    box: list[Any] = [counts]
+    box: list[Any] = [value]
     dist.broadcast_object_list(box, src=0)
-    return [int(n) for n in box[0]]
-
-
-def _from_rank0(plan: BudgetPlan) -> BudgetPlan:
-    """Every process takes rank 0's plan (timings differ between processes)."""
-    from deepclust.core.distributed import is_dist
-
-    if not is_dist():
-        return plan
-    import torch.distributed as dist
-
-    box: list[Any] = [plan.to_dict()]
-    dist.broadcast_object_list(box, src=0)
-    return BudgetPlan.from_dict(box[0])
+    return box[0]

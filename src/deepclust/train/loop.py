@@ -285,11 +285,10 @@ def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
     ctx.embed_all = lambda: embed_store_sharded(built.encoder(), images, device=device,
                                                 batch_size=max(cfg.batch_size, 256), amp_dtype=amp_dtype,
                                                 progress=progress and rank == 0)
-    built, cfg, plan = budget_mod.plan_budget(built, cfg, ctx, state=state, started=started, rebuild=None if method
-                                              else lambda c: _rebuild(c, rank, device, trust_custom_code, state))
     built.on_train_start(ctx)
     if not state:
         warm_up_heads(built, cfg, ctx)  # --init: fresh heads trained on the frozen backbone first
+    cfg, plan = budget_mod.plan_budget(built, cfg, ctx, state=state, started=started)  # --time: size the run
     lr = scaled_lr(cfg.lr, global_batch, rule=cfg.lr_scaling)
     groups = adaptation_parameter_groups(built, cfg.weight_decay, lr_scale=cfg.init_lr_scale,
                                          layer_decay=cfg.layer_decay)  # --init's lower lr, layer decay
@@ -312,18 +311,6 @@ def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
                                     steps_per_epoch=steps_per_epoch)
     controller = None if plan is None else budget_mod.BudgetController(plan, schedules, started=started)
     return _Run(cfg, built, model, optimizer, scaler, schedules, ctx, images, progress, controller), state
-
-
-def _rebuild(cfg: TrainConfig, rank: int, device: torch.device, trust_custom_code: bool,
-             state: dict[str, Any] | None) -> Method:
-    """The method again, from `cfg` (a time budget's stretched settings), seeded as the first build."""
-    seed_everything(cfg.seed + rank)
-    built = build_method_from_config(cfg, trust_custom_code=trust_custom_code, init_weights=not state)
-    if cfg.freeze_last_layer_epochs is not None:
-        built.freeze_last_layer_epochs = cfg.freeze_last_layer_epochs
-    if cfg.backbone_kwargs.get("channels_last") is None:
-        use_channels_last(built)
-    return built.to(device)
 
 
 def _save(run: _Run, out_dir: Path) -> None:
