@@ -110,12 +110,17 @@ def cifar(args: argparse.Namespace) -> list[dict]:
                                                     "collapse_check": False})
     if args.batch:
         base = TrainConfig.from_dict({**base.to_dict(), "batch_size": args.batch})
-    runs = [("A: scratch", {}), ("B: scratch, seed 1", {"seed": 1}), ("C: --init A", {"init": str(out / "A")})]
+    runs = {"A": ("A: scratch", {}), "B": ("B: scratch, seed 1", {"seed": 1}),
+            "C": ("C: --init A", {"init": str(out / "A")}),
+            "D": ("D: --init A, lr x1", {"init": str(out / "A"), "init_lr_scale": 1.0}),
+            "E": ("E: --init A, no head warm-up", {"init": str(out / "A"), "init_head_warmup_steps": 0})}
     rows = []
-    for (name, change), tag in zip(runs, "ABC"):
+    for tag in args.runs:
+        name, change = runs[tag]
         cfg = resolve_init(TrainConfig.from_dict({**base.to_dict(), **change}), given={"image_size"})
         start = time.perf_counter()
-        train(cfg, train_store, out / tag, progress=args.progress)
+        if not (out / tag / "state.json").exists():  # a run already there (e.g. A for --runs D) is evaluated
+            train(cfg, train_store, out / tag, progress=args.progress)
         wall = time.perf_counter() - start
         row = {"run": name, "epochs": cfg.epochs, "train_images": len(train_store.images), "wall_s": round(wall, 1),
                "images_per_s": float(_last_row(out / tag)["images_per_s"]),
@@ -157,6 +162,8 @@ def main() -> None:
     c.add_argument("--batch", type=int, default=0, help="0: the recipe's")
     c.add_argument("--out", required=True)
     c.add_argument("--progress", action="store_true")
+    c.add_argument("--runs", default="ABC",
+                   help="which of A, B, C, D, E (D: --init A at the full lr; E: without the head warm-up)")
     for q in (s, c):
         q.add_argument("--threads", type=int, default=1)
         q.add_argument("--json", default=None, help="also write the rows here")
