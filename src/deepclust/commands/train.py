@@ -64,7 +64,7 @@ def register(subparsers) -> None:
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", default=None, metavar="NAME",
-                   help="deepcluster, swav, dino, ibot, dinov2, dac; clip, align, unicl (image-caption pairs) "
+                   help="deepcluster, swav, dino, ibot, dinov2, dac, scan; clip, align, unicl (image-caption pairs) "
                         "(or package.module:factory for a custom method)")
     p.add_argument("--data", default=None, metavar="SOURCE",
                    help="folder, .npz file, 'digits' or a known data set (cifar10, ...); clip/align/unicl: a .csv/"

@@ -75,7 +75,7 @@ def build_method(name: str, backbone: nn.Module, *, k: int, img_size: int, **met
     """Build the method ``name`` around ``backbone``.
 
     Args:
-        name: one of ``METHODS`` (deepcluster, swav, dino, ibot, dinov2, dac; clip, align,
+        name: one of ``METHODS`` (deepcluster, swav, dino, ibot, dinov2, dac, scan; clip, align,
             unicl train on image-caption pairs).
         backbone: a trunk from ``deepclust.models.backbones.build_backbone`` (``in_chans``
             must be ``method_in_chans(name, **method_kwargs)``) or an ``Encoder``; a trunk is
