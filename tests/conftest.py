@@ -2,6 +2,9 @@
 
 * Every test gets its own ``$DEEPCLUST_CACHE`` under ``tmp_path`` (autouse), so no test ever
   writes to ``~/.cache`` or sees another test's stores.
+* ``one_thread``: torch on one thread for the test (restored after). Modules that train tiny
+  models use it for all their tests (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+  on a busy 2-core machine thread hand-offs cost more than the maths.
 * ``tiny_image_folder``: 3 classes x 8 PNGs of 16x16 that any clustering separates easily.
 """
 
@@ -21,6 +24,16 @@ TINY_SIDE = 16
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPCLUST_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _tiny_image(cls: int, i: int, rng: np.random.Generator) -> np.ndarray:

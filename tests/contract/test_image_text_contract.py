@@ -46,12 +46,7 @@ def cell_config(method: str, backbone: str, **kw):
     return TrainConfig(**base)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 @pytest.mark.parametrize("method_name, backbone", CELLS)

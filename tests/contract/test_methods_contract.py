@@ -27,13 +27,7 @@ from deepclust.train.loop import train
 from methods_helpers import COMBOS, ArrayStore, contract_config, contract_images, step_state
 from torchrun_helpers import run_two_processes
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 @pytest.mark.parametrize("method_name, backbone", COMBOS)

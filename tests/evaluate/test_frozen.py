@@ -2,20 +2,12 @@
 
 import numpy as np
 import pytest
-import torch
 from sklearn.datasets import make_blobs
 
 from deepclust.cluster import InvalidInputError
 from deepclust.evaluate import fewshot_accuracy, fit_linear_probe, knn_accuracy, knn_predict, linear_probe_accuracy
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny problems: thread hand-offs on a busy 2-core machine cost more than the maths.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def brute_force_weighted_knn(train_x, train_y, test_x, k, T):

@@ -24,12 +24,7 @@ TINY = {"embed_dim": 16, "context_length": 16, "text_width": 32, "text_layers": 
         "vocab_size": 300}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def tiny_config(method: str = "clip", **kw) -> TrainConfig:

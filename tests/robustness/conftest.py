@@ -6,10 +6,5 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every robustness test runs on one torch thread (tests/conftest.py's ``one_thread``)."""

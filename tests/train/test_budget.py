@@ -25,12 +25,7 @@ from toy_method import ToyMethod, toy_cfg, toy_store
 torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("60m", 3600), ("2h", 7200), ("1h30m", 5400),

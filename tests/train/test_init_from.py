@@ -24,12 +24,7 @@ from torchrun_helpers import run_two_processes
 DINO_KW = {"out_dim": 32, "hidden_dim": 32, "bottleneck_dim": 16, "augment": {"n_local": 2, "local_size": 16}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def tiny_store(n: int = 32, size: int = 32, seed: int = 0) -> SimpleNamespace:

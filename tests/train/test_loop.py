@@ -15,13 +15,7 @@ from deepclust.errors import CollapseError, DeepclustError
 from deepclust.train.loop import NonFiniteLossError, train
 from toy_method import ToyMethod, toy_cfg, toy_store
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def weights(run_dir) -> dict[str, torch.Tensor]:
