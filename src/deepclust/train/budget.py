@@ -89,7 +89,9 @@ class BudgetPlan:
     full_steps: int                      # steps of a full pass over the store
     epoch_steps: list[int]               # the initial per-epoch step counts
     estimate: dict[str, float]           # the probe's Estimate
-    replans: list[list[Any]] = field(default_factory=list)  # [step, first changed epoch, its counts on]
+    # [step, first changed epoch, its counts on, run-length encoded as [[count, n_epochs], ...]]:
+    # a run of many short epochs re-plans often, and full lists made every checkpoint O(epochs^2)
+    replans: list[list[Any]] = field(default_factory=list)
     elapsed_s: float = 0.0               # training time spent when the checkpoint was written
 
     @property
@@ -105,16 +107,35 @@ class BudgetPlan:
         """The per-epoch step counts after each re-plan, in order."""
         counts, out = list(self.epoch_steps), []
         for _, first, tail in self.replans:
-            counts = counts[:first] + [int(n) for n in tail]
+            counts = counts[:first] + run_length_decode(tail)
             out.append(counts)
         return out
 
+    def add_replan(self, step: int, first: int, tail: list[int]) -> None:
+        self.replans.append([int(step), int(first), run_length_encode(tail)])
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                "epoch_steps": list(self.epoch_steps), "replans": [list(r) for r in self.replans]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BudgetPlan:
         return cls(**d)
+
+
+def run_length_encode(values: list[int]) -> list[list[int]]:
+    """``[13, 13, 12]`` -> ``[[13, 2], [12, 1]]``."""
+    out: list[list[int]] = []
+    for v in values:
+        if out and out[-1][0] == int(v):
+            out[-1][1] += 1
+        else:
+            out.append([int(v), 1])
+    return out
+
+
+def run_length_decode(runs: list[list[int]]) -> list[int]:
+    return [int(v) for v, n in runs for _ in range(int(n))]
 
 
 def size_plan(budget_s: float, est: Estimate, *, full_steps: int, reference_epochs: int) -> BudgetPlan:
@@ -316,7 +337,7 @@ class BudgetController:
                       self.plan.budget_s - self.elapsed(), step_s, counts[epoch:], new[epoch:])
             self.schedules.replan(step, new)
             first = next(i for i, (a, b) in enumerate(zip(counts, new)) if a != b)
-            self.plan.replans.append([int(step), first, new[first:]])
+            self.plan.add_replan(step, first, new[first:])
 
     def _proposal(self, counts: list[int], epoch: int, done: int, step_s: float) -> list[int]:
         """Per-epoch step counts that fill the time left at the measured rate (`counts` if close)."""

@@ -34,6 +34,7 @@ class BatchFeeder:
         self.prefetch = max(0, int(prefetch))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._queue: queue.Queue | None = None
 
     def __len__(self) -> int:
         return len(self.order)
@@ -60,6 +61,7 @@ class BatchFeeder:
                 yield {"images": batch.to(self.device), "index": index.to(self.device)}
             return
         q: queue.Queue = queue.Queue(maxsize=self.prefetch + 1)
+        self._queue = q
         self._thread = threading.Thread(target=self._produce, args=(q,), daemon=True, name="deepclust-feed")
         self._thread.start()
         try:
@@ -74,7 +76,17 @@ class BatchFeeder:
             self.close()
 
     def close(self) -> None:
+        """Stop the producer. It may be blocked on a full queue when the epoch ends before its
+        order does (a time budget shortening the epoch): emptying the queue wakes it at once
+        instead of after its 0.1 s put timeout, which cost up to 0.1 s per epoch."""
         self._stop.set()
+        if self._queue is not None:
+            while True:
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        self._queue = None
