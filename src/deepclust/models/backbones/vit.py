@@ -296,16 +296,21 @@ class VisionTransformer(nn.Module):
         return self.blocks[-1](tokens, return_attention=True)
 
 
+#: The named ViT sizes (DeiT's): width, depth and heads; keywords given to a constructor win.
+VIT_SIZES: dict[str, dict[str, int]] = {
+    "tiny": {"embed_dim": 192, "depth": 12, "num_heads": 3},
+    "small": {"embed_dim": 384, "depth": 12, "num_heads": 6},
+}
+
+
 def vit_tiny(**kw) -> VisionTransformer:
     """ViT-Tiny: 192-d, 12 blocks, 3 heads (5.5M parameters at 16 px patches)."""
-    kw = {"embed_dim": 192, "depth": 12, "num_heads": 3, **kw}
-    return VisionTransformer(**kw)
+    return VisionTransformer(**{**VIT_SIZES["tiny"], **kw})
 
 
 def vit_small(**kw) -> VisionTransformer:
     """ViT-Small: 384-d, 12 blocks, 6 heads (21.7M parameters at 16 px patches)."""
-    kw = {"embed_dim": 384, "depth": 12, "num_heads": 6, **kw}
-    return VisionTransformer(**kw)
+    return VisionTransformer(**{**VIT_SIZES["small"], **kw})
 
 
-__all__ = ["VisionTransformer", "vit_tiny", "vit_small", "default_patch_size"]
+__all__ = ["VIT_SIZES", "VisionTransformer", "vit_tiny", "vit_small", "default_patch_size"]

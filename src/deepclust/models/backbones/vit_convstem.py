@@ -29,7 +29,7 @@ import math
 import torch
 from torch import nn
 
-from deepclust.models.backbones.vit import VisionTransformer
+from deepclust.models.backbones.vit import VIT_SIZES, VisionTransformer
 
 
 class ConvStem(nn.Module):
@@ -89,14 +89,12 @@ class ConvStemViT(VisionTransformer):
 
 def vit_tiny_convstem(**kw) -> ConvStemViT:
     """ViT-Tiny sizes (192-d, 12 blocks, 3 heads) with a convolutional stem."""
-    kw = {"embed_dim": 192, "depth": 12, "num_heads": 3, **kw}
-    return ConvStemViT(**kw)
+    return ConvStemViT(**{**VIT_SIZES["tiny"], **kw})
 
 
 def vit_small_convstem(**kw) -> ConvStemViT:
     """ViT-Small sizes (384-d, 12 blocks, 6 heads) with a convolutional stem."""
-    kw = {"embed_dim": 384, "depth": 12, "num_heads": 6, **kw}
-    return ConvStemViT(**kw)
+    return ConvStemViT(**{**VIT_SIZES["small"], **kw})
 
 
 __all__ = ["ConvStem", "ConvStemViT", "vit_small_convstem", "vit_tiny_convstem"]
