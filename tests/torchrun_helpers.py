@@ -20,3 +20,16 @@ def run_two_processes(script: str, path: Path, *args: str, timeout: int = 300) -
     env.pop("WORLD_SIZE", None)
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            str(path), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+#: What a rank prints when torch/gloo aborts at interpreter exit, after its work is done (seen
+#: rarely in clean-clone CI runs: SIGABRT during teardown).
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def check_two_processes(result: subprocess.CompletedProcess, *, both_done: bool) -> None:
+    """Fail unless the torchrun job succeeded. A non-zero exit is tolerated only when both ranks
+    finished (``both_done``: files each rank writes after its work and ``cleanup()``) and the
+    error is gloo's teardown abort; any other failure, or a rank that did not finish, fails."""
+    ok = result.returncode == 0 or (both_done and TEARDOWN_ABORT in result.stderr)
+    assert ok, result.stderr[:3000] + "\n...\n" + result.stderr[-3000:]

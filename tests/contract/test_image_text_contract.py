@@ -16,7 +16,7 @@ from deepclust.data.pairs import PairStore
 from deepclust.train.builder import build_method_from_config
 from deepclust.train.loop import train
 from methods_helpers import contract_images, step_state
-from torchrun_helpers import run_two_processes
+from torchrun_helpers import check_two_processes, run_two_processes
 
 CELLS = [("clip", "small_cnn"), ("align", "small_cnn"), ("unicl", "small_cnn"), ("clip", "vit_tiny")]
 # Two processes: the gathered losses' DDP equivalence is tested in tests/losses/test_contrastive.py;
@@ -123,16 +123,17 @@ for method, backbone in DDP_CELLS:
         results[key] = "ok"
     except Exception as exc:
         results[key] = f"{type(exc).__name__}: {str(exc)[:300]}"
-with open(f"{out}/rank{get_rank()}.json", "w") as fh:
-    json.dump(results, fh)
+rank = get_rank()
 cleanup()
+with open(f"{out}/rank{rank}.json", "w") as fh:   # after cleanup: proof this rank finished
+    json.dump(results, fh)
 """
 
 
 @pytest.mark.slow
 def test_two_gloo_processes_run_two_steps(tmp_path):
     result = run_two_processes(DDP_SCRIPT, tmp_path / "image_text_ddp.py", str(tmp_path), timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    check_two_processes(result, both_done=all((tmp_path / f"rank{r}.json").exists() for r in (0, 1)))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for method, backbone in DDP_CELLS:
         key = f"{method}-{backbone}"

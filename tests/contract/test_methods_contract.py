@@ -25,7 +25,7 @@ from deepclust.models.encoder import embed_images
 from deepclust.train.builder import build_method_from_config
 from deepclust.train.loop import train
 from methods_helpers import COMBOS, ArrayStore, contract_config, contract_images, step_state
-from torchrun_helpers import run_two_processes
+from torchrun_helpers import check_two_processes, run_two_processes
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
@@ -119,9 +119,10 @@ for method, backbone in COMBOS:
         results[key] = "ok"
     except Exception as exc:  # report every cell, not only the first failure
         results[key] = f"{type(exc).__name__}: {str(exc)[:300]}"
-with open(f"{out}/rank{get_rank()}.json", "w") as fh:   # files, not prints: the ranks share stdout
-    json.dump(results, fh)
+rank = get_rank()
 cleanup()
+with open(f"{out}/rank{rank}.json", "w") as fh:   # files, not prints: the ranks share stdout
+    json.dump(results, fh)
 """
 
 
@@ -130,7 +131,7 @@ def ddp_results(tmp_path_factory):
     """Run the whole grid once in two gloo processes; ``{rank: {cell: "ok" | error}}``."""
     tmp = tmp_path_factory.mktemp("ddp_contract")
     result = run_two_processes(DDP_SCRIPT, tmp / "contract_ddp.py", str(tmp), timeout=400)
-    assert result.returncode == 0, result.stderr[-3000:]
+    check_two_processes(result, both_done=all((tmp / f"rank{r}.json").exists() for r in (0, 1)))
     return {r: json.loads((tmp / f"rank{r}.json").read_text()) for r in (0, 1)} | {"dir": tmp}
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from deepclust.losses.contrastive import align_loss, clip_loss, unicl_loss
-from torchrun_helpers import run_two_processes
+from torchrun_helpers import check_two_processes, run_two_processes
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float | torch.Tensor:
@@ -126,16 +126,16 @@ for name in ("clip", "align", "unicl"):
         dist.all_reduce(g)
         g /= dist.get_world_size()
     out[name] = {"loss": value.item(), "grads": [g.flatten().tolist() for g in grads]}
-with open(f"{sys.argv[1]}/rank{rank}.json", "w") as fh:
-    json.dump(out, fh)
 cleanup()
+with open(f"{sys.argv[1]}/rank{rank}.json", "w") as fh:   # after cleanup: proof this rank finished
+    json.dump(out, fh)
 """
 
 
 @pytest.mark.slow
 def test_two_process_gathered_loss_equals_one_process_on_the_concatenated_batch(tmp_path):
     result = run_two_processes(GATHER_SCRIPT, tmp_path / "gather.py", str(tmp_path), timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
+    check_two_processes(result, both_done=all((tmp_path / f"rank{r}.json").exists() for r in (0, 1)))
     torch.manual_seed(0)
     proj_i, proj_t = torch.nn.Linear(5, 4), torch.nn.Linear(3, 4)
     scale = torch.nn.Parameter(torch.tensor(1.5))
