@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import json
 import os
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_defaults import make_digits28  # noqa: E402
-from machine import machine_line  # noqa: E402
+from machine import machine_line, write_report  # noqa: E402
 
 COMPETITOR = ("import torch\ntorch.set_num_threads(2)\na = torch.randn(1024, 1024)\n"
               "while True:\n    a @ a\n")
@@ -98,11 +97,7 @@ def main() -> int:
         share = 100 * min(rates) / idle
         lines.append(f"| {phase} | {r['load_before'][0]:.2f} | {', '.join(f'{x:.0f}' for x in rates)} | "
                      f"{share:.0f} % | {targets[phase]} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-        Path(args.out).with_suffix(".json").write_text(json.dumps(phases, indent=1))
+    write_report("\n".join(lines) + "\n", phases, args.out)
     return 0
 
 

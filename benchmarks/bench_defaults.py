@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_line  # noqa: E402
+from machine import machine_line, write_report  # noqa: E402
 
 METHODS = ["deepcluster", "swav", "dino", "dac", "ibot", "dinov2"]
 
@@ -135,11 +135,7 @@ def main() -> int:
                      f"{f(r.get('batch'))} | {f(r.get('budget'))} | {f(r.get('epochs'))} | {r['wall_s']:.0f} | "
                      f"{f(r.get('acc'))} | {f(r.get('nmi'))} | {f(r.get('ari'))} | {f(r.get('knn_acc'))} | "
                      f"{f(r.get('head_acc'))} | {load} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-        Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    write_report("\n".join(lines) + "\n", rows, args.out)
     return 0
 
 

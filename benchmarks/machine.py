@@ -9,9 +9,12 @@ what the hardware could do.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -52,3 +55,12 @@ def machine_line(peaks: dict[str, float] | None = None) -> str:
     if peaks:
         line += "; matmul " + " / ".join(f"{k} {v / 1e9:.0f}" for k, v in peaks.items()) + " GFLOP/s"
     return line
+
+
+def write_report(text: str, data: Any, out: str | None) -> None:
+    """Print a benchmark's Markdown ``text``; with ``out``, also write it there and ``data`` as JSON
+    beside it (same name, ``.json``)."""
+    print(text)
+    if out:
+        Path(out).write_text(text)
+        Path(out).with_suffix(".json").write_text(json.dumps(data, indent=1))
