@@ -88,7 +88,7 @@ CONTRACT_METHODS = {
     "ibot": {"out_dim": 16, "hidden_dim": 16, "bottleneck_dim": 8, "augment": {"n_local": 2}},
     "dinov2": {"out_dim": 16, "patch_out_dim": 12, "hidden_dim": 16, "bottleneck_dim": 8,
                "augment": {"n_local": 2}},
-    "dac": {"hidden_dim": 16},
+    "dac": {"hidden_dim": 16, "targets": "clean"},  # the recipes' setting: its gather runs in 2 processes
     "scan": {"n_neighbours": 3, "n_heads": 2, "self_label_epochs": 1},  # epoch 2 self-labels
 }
 # iBOT and DINOv2 distil masked patch tokens, which only a ViT has: they run on vit_tiny only

@@ -12,19 +12,26 @@ import torch
 from deepclust.losses.dac import DACLoss, dac_thresholds, label_features, select_pairs
 
 
-def loop_dac(logits, upper, lower, eps=1e-7):
+def loop_dac(logits, upper, lower, eps=1e-7, select=None):
+    """The paper's loss pair by pair; ``select``: other logits whose label features pick the pairs."""
     b = logits.shape[0]
-    p = torch.softmax(logits, dim=1)
-    f = [p[i] / p[i].norm() for i in range(b)]
+
+    def features(z):
+        p = torch.softmax(z, dim=1)
+        return [p[i] / p[i].norm() for i in range(b)]
+
+    f = features(logits)
+    g = f if select is None else features(select)
     total, n = 0.0, 0
     for i in range(b):
         for j in range(b):
             if i == j:
                 continue
             s = torch.clamp(torch.dot(f[i], f[j]), eps, 1 - eps)
-            if s.item() > upper:
+            r = torch.dot(g[i], g[j]).item() if select is not None else s.item()
+            if r > upper:
                 total, n = total - torch.log(s), n + 1
-            elif s.item() < lower:
+            elif r < lower:
                 total, n = total - torch.log(1 - s), n + 1
     return total / max(n, 1), n
 
@@ -55,6 +62,23 @@ def test_loss_and_gradient_match_the_pair_loop(upper, lower):
     want.backward()
     assert torch.allclose(logits.grad, logits2.grad, atol=1e-6)
     assert fractions["pairs_same"] + fractions["pairs_different"] == pytest.approx(n / 42)
+
+
+def test_pairs_selected_on_other_logits_match_the_pair_loop_and_carry_no_gradient_there():
+    torch.manual_seed(2)
+    logits = (torch.randn(6, 3) * 2).requires_grad_(True)
+    clean = (torch.randn(6, 3) * 2).requires_grad_(True)
+    got, _ = DACLoss()(logits, upper=0.9, lower=0.6, select_logits=clean)
+    logits2 = logits.detach().clone().requires_grad_(True)
+    want, n = loop_dac(logits2, 0.9, 0.6, select=clean.detach())
+    own, n_own = loop_dac(logits.detach(), 0.9, 0.6)
+    assert n > 0 and (n, round(want.item(), 5)) != (n_own, round(own.item(), 5))
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    got.backward()
+    want.backward()
+    assert torch.allclose(logits.grad, logits2.grad, atol=1e-6) and clean.grad is None
+    with pytest.raises(ValueError, match="must match"):
+        DACLoss()(logits, upper=0.9, lower=0.6, select_logits=clean[:4])
 
 
 def test_no_selected_pair_gives_zero_with_a_graph():

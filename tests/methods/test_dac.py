@@ -47,6 +47,33 @@ def test_dac_training_steps_lower_the_loss_on_easy_patterns():
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
 
 
+def test_clean_targets_select_pairs_on_the_unaugmented_images(monkeypatch):
+    torch.manual_seed(0)
+    images, _ = pattern_images(4)
+    method = build_method("dac", tiny_backbone(), k=3, img_size=8, hidden_dim=8, targets="clean",
+                          augment={**GENTLE_VIEWS, "n_global": 2})
+    seen = {}
+    loss_fn = method.loss_fn.forward
+
+    def spy(logits, **kwargs):
+        seen.update(kwargs, logits=logits)
+        return loss_fn(logits, **kwargs)
+
+    monkeypatch.setattr(method.loss_fn, "forward", spy)
+    out = run_step(method, images, step_state(epoch=0))
+    n = len(images)
+    select = seen["select_logits"]
+    assert seen["logits"].shape == select.shape == (2 * n, 3)
+    assert not select.requires_grad and torch.equal(select[:n], select[n:])  # one clean row per image, per view
+    with torch.no_grad():
+        method.train()
+        clean = method.head(method.backbone(method.encoder().preprocess(torch.from_numpy(images))))
+    assert torch.allclose(select[:n], clean, atol=1e-5)
+    assert torch.isfinite(out.loss) and out.loss.requires_grad
+    with pytest.raises(MethodConfigError):
+        build_method("dac", tiny_backbone(), k=3, img_size=8, targets="labels")
+
+
 def test_local_crops_and_bad_settings_are_refused():
     with pytest.raises(MethodConfigError):
         build_method("dac", tiny_backbone(), k=3, img_size=8, augment={"n_local": 2})

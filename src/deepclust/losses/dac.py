@@ -25,8 +25,15 @@ Thresholds move every epoch until they meet (`dac_thresholds`):
 ``meet_epochs`` compresses (or stretches) either schedule so that the thresholds meet at
 that epoch, for short runs; after meeting both stay at the meeting value.
 
+Selection on other rows (the authors' released code): the "same"/"different" labels ``r_ij``
+may come from other logits of the same images, ``select_logits`` / ``all_select_logits``
+(e.g. the un-augmented images, without gradient), while ``s_ij`` in the cross-entropy is
+computed on ``logits`` (the augmented views). The code computes the labels on the clean
+images once per chunk and fits augmented copies to them.
+
 Shapes: ``logits (B, k)`` of the local batch; ``all_logits`` of the global batch (``(B', k)``,
-the gathered rows of every process, default ``logits``). Returns a scalar.
+the gathered rows of every process, default ``logits``); ``select_logits`` / ``all_select_logits``
+the same shapes (default: ``logits`` / ``all_logits``). Returns a scalar.
 """
 
 from __future__ import annotations
@@ -83,19 +90,29 @@ class DACLoss(nn.Module):
         self.eps = float(eps)
 
     def forward(self, logits: torch.Tensor, *, upper: float, lower: float,
-                all_logits: torch.Tensor | None = None, offset: int = 0
+                all_logits: torch.Tensor | None = None, offset: int = 0,
+                select_logits: torch.Tensor | None = None, all_select_logits: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss over pairs (local row ``i``, global row ``j``); ``offset`` is the global index of
-        the first local row (to leave out the diagonal). Returns the loss and the fraction of
-        "same" / "different" pairs."""
+        the first local row (to leave out the diagonal). Pairs are selected on ``select_logits``
+        when given (module doc). Returns the loss and the fraction of "same" / "different"
+        pairs."""
         if logits.ndim != 2:
             raise ValueError(f"expected logits (B, k), got {tuple(logits.shape)}")
         if not 0.0 <= lower <= upper <= 1.0:
             raise ValueError(f"need 0 <= lower <= upper <= 1, got lower={lower}, upper={upper}")
-        f = label_features(logits)
-        g = f if all_logits is None else label_features(all_logits)
+        all_logits = logits if all_logits is None else all_logits
+        f, g = label_features(logits), label_features(all_logits)
         sim = (f @ g.t()).clamp(self.eps, 1 - self.eps)
-        same, diff = select_pairs(sim, upper, lower)
+        if select_logits is None:
+            same, diff = select_pairs(sim, upper, lower)
+        else:
+            sel_rows = select_logits.detach()
+            sel_cols = sel_rows if all_select_logits is None else all_select_logits.detach()
+            if sel_rows.shape != logits.shape or sel_cols.shape != all_logits.shape:
+                raise ValueError(f"select_logits {tuple(sel_rows.shape)} / {tuple(sel_cols.shape)} must "
+                                 f"match logits {tuple(logits.shape)} / {tuple(all_logits.shape)}")
+            same, diff = select_pairs(label_features(sel_rows) @ label_features(sel_cols).t(), upper, lower)
         off_diag = torch.ones_like(same)
         rows = torch.arange(f.shape[0], device=f.device)
         off_diag[rows, rows + offset] = False

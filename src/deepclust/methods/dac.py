@@ -14,6 +14,11 @@ epoch (``u`` down, ``l`` up) so that more and more pairs are used, until they me
   equal steps over 50 epochs, meeting at 0.895;
 * ``threshold_epochs``: make either schedule meet at that epoch instead (short runs).
 
+``targets: clean`` follows the authors' released code: the pair labels come from the
+un-augmented images (a forward pass without gradient, in training mode) and the augmented
+views are fitted to them, so an augmentation cannot make two views of different digits look
+"same". ``targets: self`` (default) selects the pairs on the views' own label features.
+
 The thresholds are a pure function of ``StepState.epoch`` (constant within an epoch, as in
 the paper). Pairs are formed over the global batch: label features of every process are
 gathered with `deepclust.core.distributed.all_gather_with_grad`.
@@ -30,7 +35,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from deepclust.core.distributed import all_gather_with_grad, get_rank
+from deepclust.core.distributed import all_gather_cat, all_gather_with_grad, get_rank
 from deepclust.losses.dac import DACLoss, dac_thresholds
 from deepclust.methods.base import Method, StepOutput, StepState
 from deepclust.methods.common import MethodConfigError, as_encoder, build_views, check_backbone, patch_size_of
@@ -50,6 +55,8 @@ class DACConfig(TypedConfig):
       the thresholds meet (None: the schedule's own speed).
     augment: ``MultiCropAugment`` options; one view per image by default (the paper trains on
       the images themselves), more global views add pairs between views of one image too.
+    targets: "self" (default: pairs selected on the views' own label features) or "clean"
+      (selected on the un-augmented images, the authors' code; see module doc).
     """
 
     hidden_dim: int = 512
@@ -57,6 +64,7 @@ class DACConfig(TypedConfig):
     thresholds: Literal["paper", "code"] = "paper"
     threshold_epochs: float | None = None
     augment: dict[str, Any] | None = None
+    targets: Literal["self", "clean"] = "self"
 
 
 class DAC(Method):
@@ -76,6 +84,8 @@ class DAC(Method):
         if cfg.hidden_dim < 0 or (cfg.threshold_epochs is not None and cfg.threshold_epochs <= 0):
             raise MethodConfigError(f"dac: hidden_dim must be >= 0 and threshold_epochs > 0, got "
                                     f"{cfg.hidden_dim}, {cfg.threshold_epochs}")
+        if cfg.targets not in ("self", "clean"):
+            raise MethodConfigError(f"dac: targets must be 'self' or 'clean', got {cfg.targets!r}")
         if k < 2:
             raise MethodConfigError(f"dac needs k >= 2 clusters, got {k}")
         self.config, self.views, self.k = cfg, views, int(k)
@@ -94,15 +104,24 @@ class DAC(Method):
         return dac_thresholds(epoch, self.config.thresholds, self.config.threshold_epochs)
 
     def collate(self, batch: dict[str, torch.Tensor], state: StepState) -> dict[str, Any]:
-        return {"crops": self.views(batch["images"]), "index": batch["index"]}
+        out = {"crops": self.views(batch["images"]), "index": batch["index"]}
+        if self.config.targets == "clean":
+            out["clean"] = self.encoder().preprocess(batch["images"])
+        return out
 
     def training_step(self, batch: dict[str, Any], state: StepState) -> StepOutput:
         crops = batch["crops"]
         logits = self.head(self.backbone(torch.cat(crops)))
         everyone = all_gather_with_grad(logits)
+        select = select_all = None
+        if "clean" in batch:
+            with torch.no_grad():
+                select = self.head(self.backbone(batch["clean"])).repeat(len(crops), 1)
+            select_all = all_gather_cat(select)
         upper, lower = self.thresholds(state.epoch)
         loss, fractions = self.loss_fn(logits, upper=upper, lower=lower, all_logits=everyone,
-                                       offset=get_rank() * logits.shape[0])
+                                       offset=get_rank() * logits.shape[0],
+                                       select_logits=select, all_select_logits=select_all)
         used = logits.detach().argmax(dim=1).unique().numel()
         return StepOutput(terms={"dac": loss},
                           logs={"upper": upper, "lower": lower, **fractions, "clusters_used": float(used)})
