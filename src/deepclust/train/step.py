@@ -170,12 +170,15 @@ class StepModule(nn.Module):
 @torch.no_grad()
 def clip_gradients_(params: list[torch.Tensor], clip: float) -> None:
     """DINO's ``utils.clip_gradients``: for each parameter with a gradient,
-    ``coef = clip / (||grad|| + 1e-6)``; the gradient is scaled by ``coef`` when ``coef < 1``."""
-    for p in params:
-        if p.grad is None:
-            continue
-        coef = clip / (p.grad.detach().norm(2) + 1e-6)
-        p.grad.mul_(torch.clamp(coef, max=1.0))
+    ``coef = clip / (||grad|| + 1e-6)``; the gradient is scaled by ``coef`` when ``coef < 1``.
+    All norms and scalings in one batched call each (torch's ``_foreach`` kernels, as
+    ``torch.nn.utils.clip_grad_norm_`` uses), not two small ops per parameter."""
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    if not grads:
+        return
+    norms = torch.stack([n.float() for n in torch._foreach_norm(grads, 2)])
+    coefs = torch.clamp(clip / (norms + 1e-6), max=1.0)
+    torch._foreach_mul_(grads, list(coefs.unbind()))
 
 
 def check_finite(loss: torch.Tensor, state: StepState) -> None:
