@@ -60,6 +60,9 @@ def test_batch_and_threads_follow_the_number_and_size_of_images():
     assert few["batch_size"] <= 200 // 4 and few["torch_threads"] == 1          # 8 px: one thread
     assert many["batch_size"] == 128 and many["torch_threads"] == 0             # 28 px: every core
     assert huge["batch_size"] == 256
+    dac = choose_defaults("dac", DataProfile(n_images=10_000, image_size=28, grayscale=True, cores=2, bf16=False))
+    dac_few = choose_defaults("dac", profile_data(grey_images(200, 8), cores=2))
+    assert dac["batch_size"] == 256 and dac_few["batch_size"] <= 200 // 4   # pairs per step, capped by N / 4
 
 
 def test_vit_methods_choose_the_patch_from_the_image_size():

@@ -17,7 +17,9 @@ head, short-run teacher settings), adapted to the data and the machine:
   symmetric --, no colour jitter, blur or solarisation); colour images get flips, colour
   jitter and random grey, crops of scale 0.3-1.
 * **batch**: about N / 40 images per step, a power of two in [64, 256] for conv nets, half
-  that for ViTs (they need steps more than big batches); never more than N / 4.
+  that for ViTs (they need steps more than big batches); never more than N / 4. Methods whose
+  loss is over the pairs of a batch (`PAIRWISE_METHODS`: DAC) keep at least the recipe's batch:
+  on digits, DAC's batch 128 merged two digits on two of three seeds where 256 did not.
 * **lr**: the recipe's base rate (for a batch of 256; the loop scales it).
 * **epochs**: through a time budget, unless ``--epochs`` or ``--time`` is given:
   `DEFAULT_BUDGET` (10 minutes) for 10,000 images or more, proportionally less for fewer
@@ -47,6 +49,7 @@ log = logging.getLogger("deepclust.train")
 
 DEFAULT_BUDGET = "10m"
 MAX_CPU_SIZE = 64
+PAIRWISE_METHODS = ("dac",)
 #: Fields the recipe sets that describe its data set, not the method: the defaults take them from the data.
 DATA_FIELDS = ("data", "image_size", "k", "eval_data")
 
@@ -112,6 +115,8 @@ def choose_defaults(method: str, prof: DataProfile) -> dict[str, Any]:
         out["backbone_kwargs"] = {**dict(base.get("backbone_kwargs") or {}),
                                   "widths": [64, 128, 256] if wide else [32, 64, 128]}
     batch = _pow2_between(prof.n_images / 40, 64, 256) // (2 if vit else 1)
+    if method in PAIRWISE_METHODS:
+        batch = max(batch, int(base.get("batch_size", batch)))
     out["batch_size"] = int(max(8, min(batch, prof.n_images // 4)))
     out["torch_threads"] = 1 if s <= 16 else 0
     out["monitor_samples"] = min(int(base.get("monitor_samples", 1024)), 1024)
