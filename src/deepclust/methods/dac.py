@@ -84,8 +84,6 @@ class DAC(Method):
         if cfg.hidden_dim < 0 or (cfg.threshold_epochs is not None and cfg.threshold_epochs <= 0):
             raise MethodConfigError(f"dac: hidden_dim must be >= 0 and threshold_epochs > 0, got "
                                     f"{cfg.hidden_dim}, {cfg.threshold_epochs}")
-        if cfg.targets not in ("self", "clean"):
-            raise MethodConfigError(f"dac: targets must be 'self' or 'clean', got {cfg.targets!r}")
         if k < 2:
             raise MethodConfigError(f"dac needs k >= 2 clusters, got {k}")
         self.config, self.views, self.k = cfg, views, int(k)
