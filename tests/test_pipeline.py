@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from deepclust.cli import main
+from deepclust.errors import DeepclustError
 from deepclust.estimator import DeepClusterer
 
 torch.set_num_threads(1)
@@ -97,6 +98,46 @@ def test_estimator_trained_with_the_same_recipe_and_seed_gives_the_same_clusteri
     assert list(model.metrics_) == list(from_train)
     assert _numbers(model.metrics_, drop=("features",)) == _numbers(from_train, drop=("features",))
     assert json.loads((tmp_path / "est" / "metrics.json").read_text())["features"] == str(tmp_path / "est")
+
+
+def test_a_runs_cluster_head_is_its_default_clustering_everywhere(trained, tmp_path):
+    """``train --head scan`` keeps ``cluster_head: scan`` in config.json: its own final clustering and
+    ``cluster --model RUN`` (and the estimator) train the SCAN head, ``--head none`` is k-means again."""
+    folder, recipe, _, _ = trained
+    run = tmp_path / "run_scan"
+    assert main(["train", "--config", str(recipe), "--data", str(folder), "--out", str(run), "--head", "scan",
+                 "--quiet", "--no-report"]) == 0
+    assert json.loads((run / "config.json").read_text())["cluster_head"] == "scan"
+    from_train = json.loads((run / "metrics.json").read_text())
+    assert from_train["cluster_head"]["kind"] == "scan"
+    again, plain = tmp_path / "again", tmp_path / "plain"
+    assert main(["cluster", str(folder), "--model", str(run), "--k", "3", "--seed", "3", "--out", str(again),
+                 "--quiet", "--no-report"]) == 0
+    assert _labels_by_path(again / "assignments.csv") == _labels_by_path(run / "assignments.csv")
+    assert _numbers(json.loads((again / "metrics.json").read_text())) == _numbers(from_train)
+    model = DeepClusterer(model=str(run), k=3, random_state=3, device="cpu", verbose=False).fit(str(folder))
+    assert model.metrics_["cluster_head"]["head_losses"] == from_train["cluster_head"]["head_losses"]
+    assert main(["cluster", str(folder), "--model", str(run), "--k", "3", "--seed", "3", "--out", str(plain),
+                 "--quiet", "--no-report", "--head", "none"]) == 0
+    assert "cluster_head" not in json.loads((plain / "metrics.json").read_text())
+
+
+def test_default_head_follows_the_run_unless_the_clustering_excludes_it():
+    from deepclust.features import LoadedModel
+    from deepclust.pipeline import default_head
+    from deepclust.train.config import TrainConfig
+
+    run = LoadedModel("run", "run", encoder=None, config=TrainConfig(cluster_head="scan"))  # type: ignore[arg-type]
+    pixels = LoadedModel("raw", "raw", encoder=None)  # type: ignore[arg-type]
+    assert default_head("auto", run, 10) == "scan"
+    assert default_head("auto", pixels, 10) is None and default_head("temi", pixels, 10) == "temi"
+    assert default_head("none", run, 10) is None and default_head(None, run, 10) is None
+    # k chosen by the silhouette, HDBSCAN and balanced k-means assign labels their own way
+    assert default_head("auto", run, "auto") is None
+    assert default_head("auto", run, None, clusterer="hdbscan") is None
+    assert default_head("auto", run, 10, balanced=True) is None
+    with pytest.raises(DeepclustError, match="cluster_head"):
+        TrainConfig(cluster_head="kmeans")
 
 
 def _paths(folder) -> list[str]:

@@ -134,7 +134,9 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
         method_kwargs: the method's hyper-parameters (merged over the recipe's).
         clusterer, min_cluster_size: ``"kmeans"`` or ``"hdbscan"`` (noise label -1).
         head, self_label, entropy_weight, head_epochs: clustering heads on the embeddings
-            (``"scan"`` / ``"temi"``, see docs/heads.md); reduce, reduce_dim: ``"pca"`` / ``"umap"``.
+            (``"scan"`` / ``"temi"``, see docs/heads.md; "auto": a run's recipe ``cluster_head``,
+            as ``deepclust cluster --model RUN``; None or "none": k-means alone);
+            reduce, reduce_dim: ``"pca"`` / ``"umap"``.
         init: start the backbone from this model (``hf:<id>``, a Hugging Face DINOv2 / CLIP
             folder, or a run directory), as ``deepclust train --init`` (docs/domain_adaptation.md);
             init_lr_scale, layer_decay, freeze_blocks, init_head_warmup_steps: its adaptation
@@ -155,7 +157,7 @@ class DeepClusterer(ClusterMixin, BaseEstimator):
                  random_state: int = 0, out_dir: str | Path | None = None, verbose: bool = True,
                  whiten_dim: int | str | None = "auto", spherical: bool | None = None, n_init: int = 10,
                  balanced: bool = False, method_kwargs: dict | None = None, trust_custom_code: bool = False,
-                 clusterer: str = "kmeans", head: str | None = None, self_label: bool = False,
+                 clusterer: str = "kmeans", head: str | None = "auto", self_label: bool = False,
                  entropy_weight: float | None = None, head_epochs: int | None = None, reduce: str | None = None,
                  reduce_dim: int | None = None, k_range: str | None = None, min_cluster_size: int | None = None,
                  init: str | None = None, init_lr_scale: float | None = None, layer_decay: float | None = None,

@@ -182,7 +182,7 @@ def cluster_store(
     batch_size: int = 256,
     trust_custom_code: bool = False,
     clusterer: str = "kmeans",
-    head: str | None = None,
+    head: str | None = "auto",
     head_options: Mapping[str, Any] | None = None,
     reduce: str | None = None,
     reduce_dim: int | None = None,
@@ -198,7 +198,9 @@ def cluster_store(
     adds each cluster's ViT attention maps to the report. `run_dir` (default: the model's, when
     it is a run) feeds the report's training curves. `out_dir` is checked and locked first.
     `k` may be ``"auto"`` (chosen in `k_range` by the silhouette) or None with
-    ``clusterer="hdbscan"``; `head` (``scan`` / ``temi``, options in `head_options`),
+    ``clusterer="hdbscan"``; `head` (``scan`` / ``temi``, options in `head_options`; ``"auto"``:
+    a run's recipe ``cluster_head`` when k is a number and neither HDBSCAN nor `balanced` is
+    asked for, else none; None or ``"none"``: k-means alone),
     `reduce` (``pca`` / ``umap``), `reduce_dim` and `min_cluster_size` are those of
     `deepclust.cluster.cluster_embeddings` (see docs/heads.md).
     """
@@ -241,7 +243,11 @@ def _cluster_store(store: Any, *, k: int | str | None, out_dir: str | Path, feat
     log.info("%s: k=%s, n_init=%d, %s%s", _what(options), k, n_init,
              "cosine" if spherical or whiten_dim else "euclidean",
              f", whitened to {whiten_dim} dims" if whiten_dim else "")
+    options["head"] = default_head(options["head"], loaded, k, balanced=balanced, clusterer=options["clusterer"])
     head_options = {"device": device, "progress": progress, **(options.pop("head_options") or {})}
+    if options["head"] is None and (head_options.get("self_label") or head_options.get("entropy_weight")):
+        raise DeepclustError("self_label and entropy_weight train a clustering head: ask for head='scan' "
+                             "(--head scan).")
     clustering = cluster_embeddings(x, k, spherical=spherical, whiten_dim=whiten_dim, n_init=n_init,
                                     seed=seed, balanced=balanced, head_options=head_options,
                                     labels_true=known_labels(store), **options)
@@ -276,6 +282,19 @@ def _cluster_store(store: Any, *, k: int | str | None, out_dir: str | Path, feat
     return ClusterResult(labels=labels, metrics=metrics, paths=list(store.paths), out_dir=Path(out_dir),
                          files=files, summary=summary, info=info, cluster_names=names,
                          clustering=clustering, embeddings=x)
+
+
+def default_head(head: str | None, loaded: LoadedModel, k: int | str | None, *, balanced: bool = False,
+                 clusterer: str = "kmeans") -> str | None:
+    """The clustering head to train: `head` as given (None / ``"none"``: k-means alone), or for
+    ``"auto"`` the run's recipe setting (``TrainConfig.cluster_head``) where it applies -- k a
+    number, k-means (not HDBSCAN), not `balanced`, which all re-assign labels their own way."""
+    if head != "auto":
+        return None if head in (None, "none") else head
+    recipe = getattr(loaded.config, "cluster_head", "none") if loaded.kind == "run" else "none"
+    if recipe == "none" or not isinstance(k, int) or balanced or clusterer != "kmeans":
+        return None
+    return str(recipe)
 
 
 def _what(options: Mapping[str, Any]) -> str:
@@ -336,5 +355,5 @@ def _names(namer: Any, loaded: LoadedModel, store: Any, labels: np.ndarray, x: n
     return name_clusters(clip, store.images, labels, vocab, top_n=3, progress=progress)
 
 
-__all__ = ["ClusterResult", "cluster_source", "cluster_store", "check_k", "check_k_spec", "format_summary",
-           "PIXEL_FEATURES", "DEFAULT_PCA_DIM", "DEFAULT_VOCAB"]
+__all__ = ["ClusterResult", "cluster_source", "cluster_store", "check_k", "check_k_spec", "default_head",
+           "format_summary", "PIXEL_FEATURES", "DEFAULT_PCA_DIM", "DEFAULT_VOCAB"]

@@ -51,6 +51,8 @@ def test_conv_methods_follow_the_data(method):
     assert aug_colour["flip"] is True and aug_colour["color_jitter"]
     # the recipe's data fields are not carried over: the data decides them
     assert "data" not in small_grey and "image_size" not in small_grey
+    # the final clustering is a SCAN head on the embeddings, whatever the data
+    assert small_grey["cluster_head"] == large_colour["cluster_head"] == "scan"
 
 
 def test_batch_and_threads_follow_the_number_and_size_of_images():
@@ -99,6 +101,9 @@ def test_cli_without_recipe_states_the_chosen_settings(tmp_path, caplog):
     assert saved["image_size"] == 12 and saved["torch_threads"] == 1 and saved["batch_size"] == 12
     assert saved["backbone_kwargs"]["widths"] == [32, 64, 128] and saved["epochs"] == 1
     assert saved["method_kwargs"]["n_clusters"] == 6 and saved["time_budget"] is None
+    assert saved["cluster_head"] == "scan"
+    head = json.loads((out / "metrics.json").read_text())["cluster_head"]   # the final clustering used it
+    assert head["kind"] == "scan" and len(head["head_losses"]) == 10
     assert "no recipe: settings chosen for 48 grey images of 12 px" in caplog.text
 
 

@@ -56,8 +56,9 @@ def _add_clustering_options(p: argparse.ArgumentParser) -> None:
                    help="reduce the embeddings first: pca, or umap (pip install 'deepclust[umap]')")
     g.add_argument("--reduce-dim", type=int, default=None, metavar="D",
                    help="dimensions after --reduce (default: 50 for pca, 10 for umap)")
-    g.add_argument("--head", choices=["scan", "temi"], default=None,
-                   help="train clustering heads on the embeddings (SCAN or TEMI) and use the lowest-loss one")
+    g.add_argument("--head", choices=["scan", "temi", "none"], default="auto",
+                   help="train clustering heads on the embeddings (SCAN or TEMI) and use the lowest-loss one; "
+                        "none: k-means alone (default: a trained run's recipe setting, cluster_head, else none)")
     g.add_argument("--self-label", action="store_true",
                    help="with --head scan: fine-tune the head on its confident (> 0.99) predictions")
     g.add_argument("--entropy-weight", type=float, default=None, metavar="W",
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                              "--clusterer hdbscan finds the number of clusters without it.")
     if args.clusterer == "hdbscan" and args.k is not None:
         raise DeepclustError("--clusterer hdbscan finds the number of clusters itself: drop --k.")
-    if (args.self_label or args.entropy_weight is not None) and not args.head:
+    if (args.self_label or args.entropy_weight is not None) and args.head == "none":
         raise DeepclustError("--self-label and --entropy-weight train a clustering head: add --head scan.")
 
     result = cluster_source(

@@ -16,7 +16,8 @@ then cluster them with the trained backbone. DIR receives:
   log.csv          one row per epoch: loss, lr, images/s, collapse watch, online k-NN accuracy
   then the clustering of SOURCE with the trained encoder, exactly as
   `deepclust cluster SOURCE --model DIR --k K` writes it (same numbers, same keys):
-  assignments.csv  path, cluster (k-means with K clusters on the trained features)
+  assignments.csv  path, cluster (k-means with K clusters on the trained features, or the
+                   clustering head of --head / cluster_head: SCAN by default without a recipe)
   metrics.json     ACC/NMI/ARI, k-NN and cluster-head accuracy when the source has labels
   skipped.csv, summary.txt, report.html (with the training curves of log.csv)
 
@@ -35,11 +36,12 @@ mean/std; heads start fresh (a short head-only warm-up first for DINO / iBOT / D
 freeze_blocks=N, init_head_warmup_steps=; see docs/domain_adaptation.md).
 
 Without --config, the settings come from the data and the machine (deepclust.train.defaults:
-backbone width, views, image size, batch, lr; the log lists them, config.json records them;
-flags and --set still win) and, without --epochs, a 10-minute budget sizes the run. --time
-DURATION (90s, 60m, 2h, 1h30m) measures the speed first, then sizes epochs and steps so that
-every schedule (lr, weight decay, teacher momentum and temperatures, warm-ups, freezes, DAC's
-thresholds) ends with the budget; the plan is logged and kept for --resume.
+backbone width, views, image size, batch, lr, a SCAN head as the final clustering; the log lists
+them, config.json records them; flags and --set still win) and, without --epochs, a 10-minute
+budget sizes the run. --time DURATION (90s, 60m, 2h, 1h30m) measures the speed first, then
+sizes epochs and steps so that every schedule (lr, weight decay, teacher momentum and
+temperatures, warm-ups, freezes, DAC's thresholds) ends with the budget; the plan is logged
+and kept for --resume.
 
 Several GPUs or processes: torchrun --nproc_per_node=2 -m deepclust train ... (DDP)."""
 
@@ -83,6 +85,10 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--size", type=int, default=None, metavar="S", help="working image size in pixels")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--head", choices=["scan", "temi", "none"], default=None,
+                   help="the final clustering: a SCAN or TEMI head trained on the embeddings, or none (k-means); "
+                        "kept in config.json as cluster_head, so `cluster --model DIR` uses it too "
+                        "(default: the recipe's; without a recipe, scan)")
     p.add_argument("--init", default=None, metavar="SPEC",
                    help="start the backbone from SPEC: hf:<id>, a Hugging Face DINOv2/CLIP folder or a run")
     p.add_argument("--lock-image", action="store_true",
@@ -129,7 +135,8 @@ def build_config(args: argparse.Namespace):
 def _overrides(args: argparse.Namespace) -> dict:
     return {"method": args.method, "data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
             "lr": args.lr, "backbone": args.backbone, "k": args.k, "device": args.device, "image_size": args.size,
-            "seed": args.seed, "init": args.init, "time_budget": args.time}
+            "seed": args.seed, "init": args.init, "time_budget": args.time,
+            "cluster_head": getattr(args, "head", None)}
 
 
 def _uses_data_defaults(args: argparse.Namespace, cfg) -> bool:

@@ -39,6 +39,8 @@ from deepclust.methods.config import check_fields
 MAX_EPOCHS = 100_000
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+#: Values of `TrainConfig.cluster_head`: k-means alone, or a clustering head (`deepclust.heads.HEAD_KINDS`).
+CLUSTER_HEADS = ("none", "scan", "temi")
 #: The longest budget accepted (catches typos such as 600h).
 MAX_BUDGET_S = 30 * 86400.0
 
@@ -53,6 +55,9 @@ class TrainConfig:
     k: int = 10                            # number of clusters (heads, k-means, metrics)
     # final k-means on embeddings PCA-whitened to this many dims (0: L2 only); see deepclust.cluster.whiten
     cluster_whiten_dim: int = 0
+    # final clustering: "none" (k-means) or a clustering head trained on the embeddings, "scan" | "temi"
+    # (deepclust.heads); `deepclust cluster --model RUN` uses it too unless --head says otherwise
+    cluster_head: str = "none"
     # data
     data: str = ""                         # source spec for deepclust.data.store.load_images
     image_size: int = 32                   # working size S of the store
@@ -135,6 +140,8 @@ class TrainConfig:
             problems.append(f"warmup_epochs must be >= 0 (got {self.warmup_epochs})")
         if self.cluster_whiten_dim < 0:
             problems.append(f"cluster_whiten_dim must be >= 0 (got {self.cluster_whiten_dim}; 0 = no whitening)")
+        if self.cluster_head not in CLUSTER_HEADS:
+            problems.append(f"cluster_head must be one of {', '.join(CLUSTER_HEADS)} (got {self.cluster_head!r})")
         if self.torch_threads < 0:
             problems.append(f"torch_threads must be >= 0 (got {self.torch_threads}; 0 = torch's default)")
         if self.init_lr_scale is not None and self.init_lr_scale <= 0:
