@@ -114,7 +114,10 @@ def test_a_runs_cluster_head_is_its_default_clustering_everywhere(trained, tmp_p
     assert main(["cluster", str(folder), "--model", str(run), "--k", "3", "--seed", "3", "--out", str(again),
                  "--quiet", "--no-report"]) == 0
     assert _labels_by_path(again / "assignments.csv") == _labels_by_path(run / "assignments.csv")
-    assert _numbers(json.loads((again / "metrics.json").read_text())) == _numbers(from_train)
+    from_cluster = json.loads((again / "metrics.json").read_text())
+    for metrics in (from_cluster, from_train):
+        metrics["cluster_head"].pop("seconds")   # the head's stage timings
+    assert _numbers(from_cluster) == _numbers(from_train)
     model = DeepClusterer(model=str(run), k=3, random_state=3, device="cpu", verbose=False).fit(str(folder))
     assert model.metrics_["cluster_head"]["head_losses"] == from_train["cluster_head"]["head_losses"]
     assert main(["cluster", str(folder), "--model", str(run), "--k", "3", "--seed", "3", "--out", str(plain),

@@ -233,6 +233,11 @@ def _cluster_store(store: Any, *, k: int | str | None, out_dir: str | Path, feat
         image_size=int(store.images.shape[1]), pca_dim=pca_dim, seed=seed, trust_custom_code=trust_custom_code)
     if attention and not loaded.encoder.has_attention:
         raise DeepclustError(no_attention_message(loaded))
+    options["head"] = default_head(options["head"], loaded, k, balanced=balanced, clusterer=options["clusterer"])
+    head_options = {"device": device, "progress": progress, **(options.pop("head_options") or {})}
+    if options["head"] is None and (head_options.get("self_label") or head_options.get("entropy_weight")):
+        raise DeepclustError("self_label and entropy_weight train a clustering head: ask for head='scan' "
+                             "(--head scan).")
     log.info("features: %s on %d images", loaded.spec, n_images)
     embedded = embed_store(loaded, store, batch_size=batch_size, progress=progress)
     x = embedded.features
@@ -243,11 +248,6 @@ def _cluster_store(store: Any, *, k: int | str | None, out_dir: str | Path, feat
     log.info("%s: k=%s, n_init=%d, %s%s", _what(options), k, n_init,
              "cosine" if spherical or whiten_dim else "euclidean",
              f", whitened to {whiten_dim} dims" if whiten_dim else "")
-    options["head"] = default_head(options["head"], loaded, k, balanced=balanced, clusterer=options["clusterer"])
-    head_options = {"device": device, "progress": progress, **(options.pop("head_options") or {})}
-    if options["head"] is None and (head_options.get("self_label") or head_options.get("entropy_weight")):
-        raise DeepclustError("self_label and entropy_weight train a clustering head: ask for head='scan' "
-                             "(--head scan).")
     clustering = cluster_embeddings(x, k, spherical=spherical, whiten_dim=whiten_dim, n_init=n_init,
                                     seed=seed, balanced=balanced, head_options=head_options,
                                     labels_true=known_labels(store), **options)

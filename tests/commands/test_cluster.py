@@ -168,6 +168,14 @@ def test_missing_model_is_a_clear_error(colour_folder, tmp_path, capsys):
     assert "no-such-run" in capsys.readouterr().err
 
 
+def test_self_label_without_a_head_is_a_clear_error(colour_folder, tmp_path, capsys):
+    root, _, _ = colour_folder
+    for extra in ([], ["--head", "none"]):   # raw pixels have no run head to fall back on
+        assert main(["cluster", str(root), "--k", "2", "--self-label", "--out", str(tmp_path / "o"), "--quiet",
+                     *extra]) == 2
+        assert "--head scan" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["cluster", "demo"])
 def test_help_has_an_example(command, capsys):
     with pytest.raises(SystemExit) as exit_info:

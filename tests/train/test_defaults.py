@@ -68,9 +68,27 @@ def test_batch_and_threads_follow_the_number_and_size_of_images():
 
 
 def test_vit_methods_choose_the_patch_from_the_image_size():
-    for size, patch in ((8, 2), (28, 4), (64, 8)):
-        chosen = choose_defaults("ibot", profile_data(grey_images(64, size), cores=2))
+    for images, patch, size in ((grey_images(64, 8), 2, None), (colour_images(64, 28), 4, None),
+                                (grey_images(64, 64), 8, None), (grey_images(64, 28), 4, 16),
+                                (grey_images(64, 32), 4, 16), (grey_images(64, 16), 2, None)):
+        chosen = choose_defaults("ibot", profile_data(images, cores=2))
         assert chosen["backbone"].startswith("vit") and chosen["backbone_kwargs"]["patch_size"] == patch
+        assert chosen.get("image_size") == size   # small grey images: a 4 x 4 grid at 16 px
+    kept = choose_defaults("dinov2", profile_data(grey_images(64, 28), cores=2), keep_size=True)   # --size 28
+    assert "image_size" not in kept and kept["backbone_kwargs"]["patch_size"] == 4
+    assert "image_size" not in choose_defaults("dino", profile_data(grey_images(64, 28), cores=2))   # conv nets
+
+
+def test_cli_trains_a_vit_on_small_grey_images_at_the_chosen_size(tmp_path):
+    data = tmp_path / "grey.npz"
+    np.savez(data, images=grey_images(48, 24)[..., 0], labels=np.arange(48) % 3)
+    out = tmp_path / "run"
+    assert main(["train", "--method", "ibot", "--data", str(data), "--out", str(out), "--epochs", "1", "--k", "3",
+                 "--quiet", "--no-report", "--head", "none", "--set", "knn_every=0"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["image_size"] == 16 and saved["backbone_kwargs"]["patch_size"] == 4
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_images"] == 48 and "cluster_head" not in metrics    # --head none: k-means
 
 
 def test_explicit_settings_win_and_a_default_budget_sizes_the_run():
@@ -81,6 +99,14 @@ def test_explicit_settings_win_and_a_default_budget_sizes_the_run():
     assert new.method_kwargs["out_dim"] == 256 and new.method_kwargs["use_bn_in_head"] is True   # merged
     assert new.time_budget == "2m" and new.image_size == 28                     # 400 images: the shortest
     assert (default_budget(1797), default_budget(4000), default_budget(60_000)) == ("2m", "4m", DEFAULT_BUDGET)
+    # --set backbone_kwargs.x=... is merged into the chosen backbone settings; another backbone drops them
+    vit = TrainConfig(method="ibot", backbone="vit_tiny_convstem", backbone_kwargs={"layerscale_init": 0.1})
+    merged, _ = apply_defaults(vit, grey_images(400, 28), given={"method", "backbone_kwargs"}, cores=2)
+    assert merged.backbone_kwargs == {"embed_dim": 64, "depth": 3, "num_heads": 4, "patch_size": 4,
+                                      "layerscale_init": 0.1}
+    resnet, chosen_r = apply_defaults(TrainConfig(method="dino", backbone="resnet18"), grey_images(400, 28),
+                                      given={"method", "backbone"}, cores=2)
+    assert resnet.backbone == "resnet18" and "backbone_kwargs" not in chosen_r and resnet.backbone_kwargs == {}
     with_epochs, _ = apply_defaults(cfg, grey_images(400, 28), given={"method", "epochs"}, cores=2)
     assert with_epochs.time_budget is None
     assert given_keys({"epochs": None, "lr": 0.1}, ["method_kwargs.out_dim=64", "seed=3"]) == {

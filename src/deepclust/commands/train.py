@@ -191,13 +191,17 @@ def run(args: argparse.Namespace) -> int:
         store = eval_store = None
         for turn in (0, 1):
             if (rank == 0) == (turn == 0):
-                store = (load_images(cfg.data, size=args.size, max_size=MAX_CPU_SIZE if device.type == "cpu" else 96,
-                                     progress=show) if auto else load_training_data(cfg, progress=show))
+                if auto:   # decoded at the native size, then the settings chosen from it (maybe another size)
+                    store = load_images(cfg.data, size=args.size,
+                                        max_size=MAX_CPU_SIZE if device.type == "cpu" else 96, progress=show)
+                    cfg, _ = apply_defaults(cfg, store.images, given_keys(_overrides(args), _sets(args)))
+                    if cfg.image_size != store.images.shape[1]:
+                        store = load_images(cfg.data, size=cfg.image_size, progress=show)
+                else:
+                    store = load_training_data(cfg, progress=show)
                 eval_store = (load_images(cfg.eval_data, size=store.images.shape[1], progress=show)
                               if cfg.eval_data else None)
             barrier()
-        if auto and store is not None:
-            cfg, _ = apply_defaults(cfg, store.images, given_keys(_overrides(args), _sets(args)))
         out = train(cfg, store, args.out, resume=args.resume, progress=show, eval_store=eval_store,
                     trust_custom_code=args.trust_custom_code)
         if rank == 0:
