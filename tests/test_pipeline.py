@@ -106,10 +106,11 @@ def test_a_runs_cluster_head_is_its_default_clustering_everywhere(trained, tmp_p
     folder, recipe, _, _ = trained
     run = tmp_path / "run_scan"
     assert main(["train", "--config", str(recipe), "--data", str(folder), "--out", str(run), "--head", "scan",
-                 "--quiet", "--no-report"]) == 0
-    assert json.loads((run / "config.json").read_text())["cluster_head"] == "scan"
+                 "--set", "cluster_head_kwargs.n_heads=3", "--quiet", "--no-report"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["cluster_head"] == "scan" and saved["cluster_head_kwargs"] == {"n_heads": 3}
     from_train = json.loads((run / "metrics.json").read_text())
-    assert from_train["cluster_head"]["kind"] == "scan"
+    assert from_train["cluster_head"]["kind"] == "scan" and len(from_train["cluster_head"]["head_losses"]) == 3
     again, plain = tmp_path / "again", tmp_path / "plain"
     assert main(["cluster", str(folder), "--model", str(run), "--k", "3", "--seed", "3", "--out", str(again),
                  "--quiet", "--no-report"]) == 0
@@ -123,11 +124,15 @@ def test_a_runs_cluster_head_is_its_default_clustering_everywhere(trained, tmp_p
     assert main(["cluster", str(folder), "--model", str(run), "--k", "3", "--seed", "3", "--out", str(plain),
                  "--quiet", "--no-report", "--head", "none"]) == 0
     assert "cluster_head" not in json.loads((plain / "metrics.json").read_text())
+    more = tmp_path / "more"   # options given with the call win over the run's
+    assert main(["cluster", str(folder), "--model", str(run), "--k", "3", "--out", str(more), "--quiet",
+                 "--no-report", "--head", "scan", "--heads", "4"]) == 0
+    assert len(json.loads((more / "metrics.json").read_text())["cluster_head"]["head_losses"]) == 4
 
 
 def test_default_head_follows_the_run_unless_the_clustering_excludes_it():
     from deepclust.features import LoadedModel
-    from deepclust.pipeline import default_head
+    from deepclust.pipeline import default_head, run_head_options
     from deepclust.train.config import TrainConfig
 
     run = LoadedModel("run", "run", encoder=None, config=TrainConfig(cluster_head="scan"))  # type: ignore[arg-type]
@@ -141,6 +146,14 @@ def test_default_head_follows_the_run_unless_the_clustering_excludes_it():
     assert default_head("auto", run, 10, balanced=True) is None
     with pytest.raises(DeepclustError, match="cluster_head"):
         TrainConfig(cluster_head="kmeans")
+    with pytest.raises(DeepclustError, match="unknown head option.*n_head\\b"):
+        TrainConfig(cluster_head="scan", cluster_head_kwargs={"n_head": 5})
+    # the run's head options go with the run's head kind only
+    run_opts = LoadedModel("run", "run", encoder=None,  # type: ignore[arg-type]
+                           config=TrainConfig(cluster_head="scan", cluster_head_kwargs={"n_heads": 50}))
+    assert run_head_options("scan", run_opts) == {"n_heads": 50}
+    assert run_head_options("temi", run_opts) == {} and run_head_options(None, run_opts) == {}
+    assert run_head_options("scan", pixels) == {}
 
 
 def _paths(folder) -> list[str]:

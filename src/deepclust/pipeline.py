@@ -234,7 +234,8 @@ def _cluster_store(store: Any, *, k: int | str | None, out_dir: str | Path, feat
     if attention and not loaded.encoder.has_attention:
         raise DeepclustError(no_attention_message(loaded))
     options["head"] = default_head(options["head"], loaded, k, balanced=balanced, clusterer=options["clusterer"])
-    head_options = {"device": device, "progress": progress, **(options.pop("head_options") or {})}
+    head_options = {"device": device, "progress": progress, **run_head_options(options["head"], loaded),
+                    **(options.pop("head_options") or {})}
     if options["head"] is None and (head_options.get("self_label") or head_options.get("entropy_weight")):
         raise DeepclustError("self_label and entropy_weight train a clustering head: ask for head='scan' "
                              "(--head scan).")
@@ -297,6 +298,16 @@ def default_head(head: str | None, loaded: LoadedModel, k: int | str | None, *, 
     return str(recipe)
 
 
+def run_head_options(head: str | None, loaded: LoadedModel) -> dict[str, Any]:
+    """A run's ``cluster_head_kwargs`` when `head` is the run's own ``cluster_head`` (so
+    ``--head scan`` on a SCAN run is its default clustering), else none; options given with
+    the call override them."""
+    cfg = loaded.config if loaded.kind == "run" else None
+    if head is None or cfg is None or getattr(cfg, "cluster_head", "none") != head:
+        return {}
+    return dict(getattr(cfg, "cluster_head_kwargs", None) or {})
+
+
 def _what(options: Mapping[str, Any]) -> str:
     """How the clustering is done, for the log: ``reduce -> k-means/HDBSCAN/head``."""
     what = f"{options['head']} head" if options.get("head") else str(options.get("clusterer") or "kmeans")
@@ -356,4 +367,4 @@ def _names(namer: Any, loaded: LoadedModel, store: Any, labels: np.ndarray, x: n
 
 
 __all__ = ["ClusterResult", "cluster_source", "cluster_store", "check_k", "check_k_spec", "default_head",
-           "format_summary", "PIXEL_FEATURES", "DEFAULT_PCA_DIM", "DEFAULT_VOCAB"]
+           "run_head_options", "format_summary", "PIXEL_FEATURES", "DEFAULT_PCA_DIM", "DEFAULT_VOCAB"]

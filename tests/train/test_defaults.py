@@ -53,6 +53,7 @@ def test_conv_methods_follow_the_data(method):
     assert "data" not in small_grey and "image_size" not in small_grey
     # the final clustering is a SCAN head on the embeddings, whatever the data
     assert small_grey["cluster_head"] == large_colour["cluster_head"] == "scan"
+    assert small_grey["cluster_head_kwargs"] == {"n_heads": 50}
 
 
 def test_batch_and_threads_follow_the_number_and_size_of_images():
@@ -129,7 +130,7 @@ def test_cli_without_recipe_states_the_chosen_settings(tmp_path, caplog):
     assert saved["method_kwargs"]["n_clusters"] == 6 and saved["time_budget"] is None
     assert saved["cluster_head"] == "scan"
     head = json.loads((out / "metrics.json").read_text())["cluster_head"]   # the final clustering used it
-    assert head["kind"] == "scan" and len(head["head_losses"]) == 10
+    assert head["kind"] == "scan" and len(head["head_losses"]) == 50    # DEFAULT_HEADS
     assert "no recipe: settings chosen for 48 grey images of 12 px" in caplog.text
 
 

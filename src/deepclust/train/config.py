@@ -58,6 +58,7 @@ class TrainConfig:
     # final clustering: "none" (k-means) or a clustering head trained on the embeddings, "scan" | "temi"
     # (deepclust.heads); `deepclust cluster --model RUN` uses it too unless --head says otherwise
     cluster_head: str = "none"
+    cluster_head_kwargs: dict[str, Any] = field(default_factory=dict)  # its HeadConfig fields, e.g. n_heads
     # data
     data: str = ""                         # source spec for deepclust.data.store.load_images
     image_size: int = 32                   # working size S of the store
@@ -142,6 +143,7 @@ class TrainConfig:
             problems.append(f"cluster_whiten_dim must be >= 0 (got {self.cluster_whiten_dim}; 0 = no whitening)")
         if self.cluster_head not in CLUSTER_HEADS:
             problems.append(f"cluster_head must be one of {', '.join(CLUSTER_HEADS)} (got {self.cluster_head!r})")
+        problems.extend(_head_kwargs_problems(self.cluster_head_kwargs))
         if self.torch_threads < 0:
             problems.append(f"torch_threads must be >= 0 (got {self.torch_threads}; 0 = torch's default)")
         if self.init_lr_scale is not None and self.init_lr_scale <= 0:
@@ -195,6 +197,18 @@ class TrainConfig:
         for item in sets or []:
             apply_set(d, item)
         return cls.from_dict(d)
+
+
+def _head_kwargs_problems(kwargs: Any) -> list[str]:
+    """What is wrong with ``cluster_head_kwargs``: a dict of `deepclust.heads.HeadConfig` fields."""
+    from deepclust.heads import HeadConfig
+
+    if not isinstance(kwargs, dict):
+        return [f"cluster_head_kwargs must be a mapping of head options (got {kwargs!r})"]
+    known = {f.name for f in dataclasses.fields(HeadConfig)} - {"kind", "device", "progress"}
+    unknown = sorted(set(kwargs) - known)
+    return [f"cluster_head_kwargs: unknown head option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"] \
+        if unknown else []
 
 
 def _budget_problems(text: str) -> list[str]:
