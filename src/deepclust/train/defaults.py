@@ -36,8 +36,8 @@ head, short-run teacher settings), adapted to the data and the machine:
   `deepclust.heads`), `DEFAULT_HEADS` (50) of them trained at once and the lowest-loss one
   kept (``cluster_head_kwargs``), instead of k-means alone. On the six default runs of 10,000
   28 px digits (benchmarks/results/defaults.md) k-means gave 0.74-0.85 ACC, 10 heads
-  0.84-0.94 (and 0.84-0.94 from one seed to the next on one run), 50 heads 0.88-0.95, at
-  30-60 s instead of 15-25 s. ``--head none`` (train or cluster) is k-means alone.
+  0.84-0.94 (one run 0.86 / 0.94 / 0.91 over three seeds), 50 heads 0.88-0.95; the whole
+  clustering command took 42-80 s instead of 15-25 s. ``--head none`` is k-means alone.
 * **threads / precision**: one torch thread for images of at most 16 px (each op is too
   small to split), all cores above; ``amp: auto`` (`deepclust.core.device.amp_dtype`).
 
@@ -165,14 +165,12 @@ def apply_defaults(cfg: TrainConfig, images: np.ndarray, given: set[str], *,
     chosen = {k: v for k, v in full.items() if k not in given}
     if "time_budget" not in given and "epochs" not in given:
         chosen["time_budget"] = default_budget(prof.n_images)
-    if "method_kwargs" in given and "method_kwargs" in full:   # --set method_kwargs.x=...: merged, theirs win
-        chosen["method_kwargs"] = _merge(full["method_kwargs"], cfg.method_kwargs)
     if "backbone" in given and cfg.backbone != full.get("backbone", cfg.backbone):
-        chosen.pop("backbone_kwargs", None)   # widths / patch chosen for another backbone do not apply
-    elif "backbone_kwargs" in given and "backbone_kwargs" in full:   # --set backbone_kwargs.x=...: merged
-        chosen["backbone_kwargs"] = {**full["backbone_kwargs"], **cfg.backbone_kwargs}
-    if "cluster_head_kwargs" in given:   # --set cluster_head_kwargs.n_heads=10: merged
-        chosen["cluster_head_kwargs"] = {**full["cluster_head_kwargs"], **cfg.cluster_head_kwargs}
+        full.pop("backbone_kwargs", None)     # widths / patch chosen for another backbone do not apply
+        chosen.pop("backbone_kwargs", None)
+    for key in ("method_kwargs", "backbone_kwargs", "cluster_head_kwargs"):
+        if key in given and key in full:      # --set KEY.x=...: merged into the chosen values, theirs win
+            chosen[key] = _merge(full[key], getattr(cfg, key))
     new = TrainConfig.from_dict({**cfg.to_dict(), **chosen, "image_size": full.get("image_size", prof.image_size)})
     log.info("no recipe: settings chosen for %d %s images of %d px on %d core(s)%s (%s): %s", prof.n_images,
              "grey" if prof.grayscale else "colour", prof.image_size, prof.cores, " with bf16" if prof.bf16 else "",
