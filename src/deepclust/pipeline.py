@@ -236,7 +236,7 @@ def _cluster_store(store: Any, *, k: int | str | None, out_dir: str | Path, feat
     options["head"] = default_head(options["head"], loaded, k, balanced=balanced, clusterer=options["clusterer"])
     head_options = {"device": device, "progress": progress, **run_head_options(options["head"], loaded),
                     **(options.pop("head_options") or {})}
-    if options["head"] is None and (head_options.get("self_label") or head_options.get("entropy_weight")):
+    if options["head"] is None and (head_options.get("self_label") or head_options.get("entropy_weight") is not None):
         raise DeepclustError("self_label and entropy_weight train a clustering head: ask for head='scan' "
                              "(--head scan).")
     log.info("features: %s on %d images", loaded.spec, n_images)

@@ -20,6 +20,8 @@ from PIL import Image
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from deepclust.cli import main
+from deepclust.errors import DeepclustError
+from deepclust.estimator import DeepClusterer
 from pretrained_fixtures import tiny_clip_dir, tiny_dinov2_dir  # noqa: F401  (pytest fixtures)
 
 COLOURS = {"blue": (30, 40, 220), "green": (40, 200, 50), "red": (220, 30, 40)}
@@ -174,6 +176,9 @@ def test_self_label_without_a_head_is_a_clear_error(colour_folder, tmp_path, cap
         assert main(["cluster", str(root), "--k", "2", "--self-label", "--out", str(tmp_path / "o"), "--quiet",
                      *extra]) == 2
         assert "--head scan" in capsys.readouterr().err
+    images = np.random.default_rng(0).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    with pytest.raises(DeepclustError, match="--head scan"):   # an entropy weight of 0 is still a head option
+        DeepClusterer(model="raw", k=2, entropy_weight=0.0, verbose=False).fit(images)
 
 
 @pytest.mark.parametrize("command", ["cluster", "demo"])
