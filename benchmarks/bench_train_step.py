@@ -72,7 +72,7 @@ def _build(method_name: str, backbone: str, size: int, batch: int, amp: str, cha
                       optimizer="adamw", clip_grad=3.0, amp=amp)
     torch.manual_seed(0)
     method = build_method_from_config(cfg).to(device)
-    return cfg, method, amp_dtype_for(cfg.amp, device, backbone)
+    return cfg, method, amp_dtype_for(cfg.amp, device, backbone, size)
 
 
 def bench(method_name: str, backbone: str, device: torch.device, *, size: int, batch: int, steps: int,

@@ -12,15 +12,18 @@ from deepclust.core import device as dev
 from deepclust.models.backbones import build_backbone
 
 
-def test_auto_amp_on_cpu_follows_the_measured_backbone_table(monkeypatch):
+def test_auto_amp_on_cpu_follows_the_measured_backbone_table_and_size(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(dev, "CPU_BF16_BACKBONES", ("vit",))
     monkeypatch.setattr(dev, "cpu_has_bf16", lambda: True)
-    assert dev.amp_dtype("auto", cpu, "vit_tiny") == torch.bfloat16
-    assert dev.amp_dtype("auto", cpu, "small_cnn") is None and dev.amp_dtype("auto", cpu) is None
-    assert dev.amp_dtype("off", cpu, "vit_tiny") is None and dev.amp_dtype("bf16", cpu) == torch.bfloat16
+    size = dev.CPU_BF16_MIN_SIZE
+    assert dev.amp_dtype("auto", cpu, "vit_tiny", size) == torch.bfloat16
+    assert dev.amp_dtype("auto", cpu, "vit_tiny", size - 1) is None        # small images: float32
+    assert dev.amp_dtype("auto", cpu, "vit_tiny") is None                  # size unknown: float32
+    assert dev.amp_dtype("auto", cpu, "small_cnn", size) is None and dev.amp_dtype("auto", cpu) is None
+    assert dev.amp_dtype("off", cpu, "vit_tiny", size) is None and dev.amp_dtype("bf16", cpu) == torch.bfloat16
     monkeypatch.setattr(dev, "cpu_has_bf16", lambda: False)      # no bf16 instructions: float32
-    assert dev.amp_dtype("auto", cpu, "vit_tiny") is None
+    assert dev.amp_dtype("auto", cpu, "vit_tiny", size) is None
 
 
 def test_cpu_flags_are_read_once_and_bf16_is_one_of_them():

@@ -145,6 +145,22 @@ def test_mixed_precision_steps_train_and_resume(tmp_path, amp):
     assert not torch.allclose(weights(tmp_path / "run")["backbone.weight"], fresh_method(0).backbone.weight)
 
 
+@pytest.mark.parametrize("amp, expected", [("auto", "float32"), ("bf16", "bfloat16")])
+def test_auto_precision_follows_the_images_size_not_the_configured_one(tmp_path, monkeypatch, caplog, amp,
+                                                                         expected):
+    """On a bf16 CPU `amp: auto` picks bf16 only from CPU_BF16_MIN_SIZE px: the toy store's 8 px
+    images stay float32 although the config still says image_size 32 and a listed backbone."""
+    import logging
+
+    from deepclust.core import device as dev
+
+    monkeypatch.setattr(dev, "cpu_has_bf16", lambda: True)
+    cfg = toy_cfg(epochs=1, amp=amp, backbone="small_cnn", image_size=32)
+    with caplog.at_level(logging.INFO, logger="deepclust"):
+        train(cfg, toy_store(), tmp_path / "run", method=fresh_method(0), progress=False)
+    assert f"precision: {expected} (amp: {amp})" in caplog.text
+
+
 def _features(run_dir, images: np.ndarray) -> np.ndarray:
     w = weights(run_dir)
     x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float().div(255).flatten(1)

@@ -61,21 +61,26 @@ def cpu_has_bf16() -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
-#: Backbone name prefixes whose CPU training step is faster under bf16 autocast on a bf16 CPU
-#: (`amp: auto` picks bf16 for them). None so far: on the 2-core dev CPU (AVX-512 BF16, no AMX
-#: flags) the ViTs' step was no faster under bf16 autocast (vit_tiny 32 px 7 vs 6 img/s; the
-#: 64-d digits ViT 96 vs 97, with the conv stem 98 vs 105, all within noise under load) and the
-#: issue measured the small CNN slower (47 -> 31 img/s); re-measure with bench_train_step.py.
-CPU_BF16_BACKBONES: tuple[str, ...] = ()
+#: Backbone name prefixes whose CPU training step is faster under bf16 autocast on a bf16 CPU,
+#: at training crops of at least `CPU_BF16_MIN_SIZE` px (`amp: auto` picks bf16 for them).
+#: Measured alone on the 2-core dev CPU (AVX-512 BF16), 2026-12-01: at 32 px every backbone's
+#: step was 1.2-1.7x faster (bench_train_step.py: small_cnn 64.6 -> 104 img/s, ResNet-18
+#: 13.8 -> 21.7, vit_tiny 12.7 -> 18.8), and a 12-minute DINO CIFAR-10 run of the small CNN did
+#: more epochs and learned more (5 vs 4 epochs, online 20-NN 0.43 vs 0.40, benchmarks/results/
+#: cifar10_train.md). Below 32 px the products are too small to pay for the casts (the 64-d
+#: digits ViT at 8 px was slower in bf16), so small images stay float32.
+CPU_BF16_BACKBONES: tuple[str, ...] = ("small_cnn", "resnet", "vit")
+CPU_BF16_MIN_SIZE = 32
 
 
-def amp_dtype(precision: str, device: torch.device, backbone: str | None = None) -> torch.dtype | None:
+def amp_dtype(precision: str, device: torch.device, backbone: str | None = None,
+              image_size: int | None = None) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``, or None for full float32.
 
     ``auto``: bf16 on a CUDA GPU that supports it (fp16 otherwise); on the CPU bf16 for the
-    backbones named in `CPU_BF16_BACKBONES` when the CPU has bf16 instructions, else float32
-    (weights stay float32 either way: autocast only runs the matrix products in bf16);
-    ``off``/``fp32``: float32; ``bf16``/``fp16``: that dtype."""
+    backbones named in `CPU_BF16_BACKBONES` at ``image_size >= CPU_BF16_MIN_SIZE`` when the CPU
+    has bf16 instructions, else float32 (weights stay float32 either way: autocast only runs the
+    matrix products in bf16); ``off``/``fp32``: float32; ``bf16``/``fp16``: that dtype."""
     if precision in ("off", "fp32"):
         return None
     if precision == "bf16":
@@ -86,8 +91,8 @@ def amp_dtype(precision: str, device: torch.device, backbone: str | None = None)
         raise DeepclustError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and backbone and CPU_BF16_BACKBONES and backbone.startswith(CPU_BF16_BACKBONES) \
-            and cpu_has_bf16():
+    if device.type == "cpu" and backbone and backbone.startswith(CPU_BF16_BACKBONES) \
+            and image_size is not None and image_size >= CPU_BF16_MIN_SIZE and cpu_has_bf16():
         return torch.bfloat16
     return None
 

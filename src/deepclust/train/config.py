@@ -76,7 +76,7 @@ class TrainConfig:
     weight_decay_end: float | None = None  # cosine wd schedule end value (DINO: 0.04 -> 0.4); None = constant
     momentum: float = 0.9                  # SGD / LARS momentum
     clip_grad: float = 0.0                 # max gradient norm of each parameter (DINO's clip_gradients); 0 disables
-    amp: str = "auto"                      # auto (bf16 on CUDA if supported, off on CPU) | bf16 | fp16 | off
+    amp: str = "auto"                      # auto (CUDA: bf16; bf16 CPU: bf16 at >= 32 px) | bf16 | fp16 | off
     freeze_last_layer_epochs: int | None = None  # None: the method's own default
     # start the backbone (student and teacher) from SPEC's weights: an hf: id, a Hugging Face
     # DINOv2 / CLIP folder or a deepclust run (its backbone only; heads and optimiser start fresh)

@@ -277,7 +277,9 @@ def _setup(cfg: TrainConfig, store: Any, out_dir: Path, *, resume: bool, progres
     built.to(device)
     if cfg.backbone_kwargs.get("channels_last") is None:   # conv nets: channels_last unless told otherwise
         use_channels_last(built)
-    amp_dtype = amp_dtype_for(cfg.amp, device, cfg.backbone)
+    amp_dtype = amp_dtype_for(cfg.amp, device, cfg.backbone, cfg.image_size)
+    if rank == 0:
+        log.info("precision: %s (amp: %s)", "float32" if amp_dtype is None else str(amp_dtype).split(".")[-1], cfg.amp)
     ctx = TrainContext(epoch=state["epoch"] if state else 0, step=state["step"] if state else 0,
                        steps_per_epoch=steps_per_epoch, total_epochs=cfg.epochs, device=device, images=images,
                        labels=labels, batch_size=cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world,
