@@ -62,12 +62,12 @@ def cpu_has_bf16() -> bool:
 
 
 #: Backbone name prefixes whose CPU training step is faster under bf16 autocast on a bf16 CPU,
-#: at training crops of at least `CPU_BF16_MIN_SIZE` px (`amp: auto` picks bf16 for them).
+#: for training images of at least `CPU_BF16_MIN_SIZE` px (`amp: auto` picks bf16 for them).
 #: Measured alone on the 2-core dev CPU (AVX-512 BF16), 2026-12-01: at 32 px every backbone's
 #: step was 1.2-1.7x faster (bench_train_step.py: small_cnn 64.6 -> 104 img/s, ResNet-18
 #: 13.8 -> 21.7, vit_tiny 12.7 -> 18.8), and a 12-minute DINO CIFAR-10 run of the small CNN did
 #: more epochs and learned more (5 vs 4 epochs, online 20-NN 0.43 vs 0.40, benchmarks/results/
-#: cifar10_train.md). Below 32 px the products are too small to pay for the casts (the 64-d
+#: cifar10_train.md). Below 32 px bf16 was not measured to pay (the 64-d
 #: digits ViT at 8 px was slower in bf16), so small images stay float32.
 CPU_BF16_BACKBONES: tuple[str, ...] = ("small_cnn", "resnet", "vit")
 CPU_BF16_MIN_SIZE = 32
