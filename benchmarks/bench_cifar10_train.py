@@ -48,6 +48,7 @@ from deepclust.evaluate.knn import knn_accuracy
 from deepclust.evaluate.metrics import clustering_metrics
 from deepclust.train.config import TrainConfig
 from deepclust.train.loop import train
+from machine import machine_line, matmul_peaks
 
 
 def subset_store(store, n: int, seed: int = 0):
@@ -138,6 +139,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     load1 = os.getloadavg()
+    peaks_before = matmul_peaks()
     train_store = load_images(args.train, size=32, progress=False)
     cfg = TrainConfig.load(args.config, sets=args.set)
     store = train_store
@@ -159,13 +161,16 @@ def main() -> None:
     out = Path(args.out)
     seconds, interrupted = train_with_budget(cfg, store, out, None if args.pilot_only else args.minutes,
                                              progress=not args.no_progress, resume=args.resume)
+    peaks_after = matmul_peaks()
+    peaks = {k: max(peaks_before[k], peaks_after[k]) for k in peaks_before}
     rows = read_log(out)
     rates = [float(r["images_per_s"]) for r in rows if r.get("images_per_s")]
     summary = dict(config=args.config, sets=args.set, epochs_planned=cfg.epochs, epochs_done=len(rows),
                    train_seconds=round(seconds, 1), interrupted=interrupted,
                    images_per_s=round(float(np.mean(rates)), 1) if rates else None,
                    online_knn=[r.get("knn_acc") for r in rows], loss=[r.get("loss") for r in rows],
-                   load_avg_start=load1, load_avg_end=os.getloadavg())
+                   load_avg_start=load1, load_avg_end=os.getloadavg(), machine=machine_line(peaks),
+                   matmul_gflops={k: round(v / 1e9, 1) for k, v in peaks.items()})
     print("[bench] training:", json.dumps(summary), flush=True)
     if not args.pilot_only and rows:
         test_store = load_images(args.test, size=32, progress=False)
