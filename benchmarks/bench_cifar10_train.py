@@ -48,7 +48,7 @@ from deepclust.evaluate.knn import knn_accuracy
 from deepclust.evaluate.metrics import clustering_metrics
 from deepclust.train.config import TrainConfig
 from deepclust.train.loop import train
-from machine import machine_line, matmul_peaks
+from machine import best_peaks, machine_line, matmul_peaks
 
 
 def subset_store(store, n: int, seed: int = 0):
@@ -161,8 +161,7 @@ def main() -> None:
     out = Path(args.out)
     seconds, interrupted = train_with_budget(cfg, store, out, None if args.pilot_only else args.minutes,
                                              progress=not args.no_progress, resume=args.resume)
-    peaks_after = matmul_peaks()
-    peaks = {k: max(peaks_before[k], peaks_after[k]) for k in peaks_before}
+    peaks = best_peaks(peaks_before, matmul_peaks())
     rows = read_log(out)
     rates = [float(r["images_per_s"]) for r in rows if r.get("images_per_s")]
     summary = dict(config=args.config, sets=args.set, epochs_planned=cfg.epochs, epochs_done=len(rows),

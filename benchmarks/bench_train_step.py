@@ -45,7 +45,7 @@ from deepclust.train.optim import build_optimizer, set_step_hyperparameters
 from deepclust.train.step import Schedules, StepModule, clip_gradients_
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from machine import machine_line, matmul_peaks  # noqa: E402
+from machine import best_peaks, machine_line, matmul_peaks  # noqa: E402
 
 # Heads sized for a small machine; the views are each method's defaults (multi-crop).
 METHOD_KWARGS = {
@@ -191,8 +191,7 @@ def main() -> int:
                     rows.append(row)
                     print(f"{m:6s} {b:10s} {row['amp']:5s} cl={int(use_cl)} {row['images_per_s']:8.1f} img/s "
                           + " ".join(f"{k} {100 * v:.0f}%" for k, v in row["split"].items()), flush=True)
-    after = matmul_peaks(n, device=device)
-    peaks = {k: max(before[k], after[k]) for k in before}   # the better of before and after: the machine's
+    peaks = best_peaks(before, matmul_peaks(n, device=device))
     lines = ["# Training step throughput", "", f"Command: `python {' '.join(sys.argv)}`  ",
              f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}  ",
              f"Machine: {machine_line(peaks)} (device {device}, matmul {n}x{n}, best of before/after)  ", "",

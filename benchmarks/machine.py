@@ -47,6 +47,12 @@ def matmul_peaks(n: int = 2048, device: torch.device | str = "cpu") -> dict[str,
             "bf16": matmul_flops(torch.bfloat16, n, device=device)}
 
 
+def best_peaks(*measurements: dict[str, float]) -> dict[str, float]:
+    """Per dtype, the best of several ``matmul_peaks`` results (e.g. before and after a run):
+    the machine's limit, least disturbed by anything else that ran at the time."""
+    return {k: max(m[k] for m in measurements) for k in measurements[0]}
+
+
 def machine_line(peaks: dict[str, float] | None = None) -> str:
     """``x86_64, 2 cores, torch 2.13.0+cpu, 2 threads, load 0.31 / 0.40 / 0.52; matmul fp32 42 / bf16 185 GFLOP/s``."""
     load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
