@@ -37,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from deepclust.core.device import amp_dtype as amp_dtype_for
 from deepclust.core.device import autocast
 from deepclust.core.ema import ema_update_
+from deepclust.methods.config import MethodConfigError
 from deepclust.methods.state import TrainContext
 from deepclust.train.builder import build_method_from_config
 from deepclust.train.config import TrainConfig
@@ -177,17 +178,23 @@ def main() -> int:
                           ("cpu" if args.device == "auto" else args.device))
     n = args.matmul_n or (8192 if device.type == "cuda" else 2048)
     before = matmul_peaks(n, device=device)
-    rows = []
+    rows: list[dict] = []
+    skipped: set[tuple[str, str]] = set()
     for m in args.methods:
         for b in args.backbones:
             vit = b.startswith("vit")
             for amp in args.amp:
                 for cl in args.channels_last:
                     use_cl = (not vit) if cl == "auto" else (cl == "on" and not vit)
-                    if cl != "auto" and vit and cl == "on":
+                    if (cl != "auto" and vit and cl == "on") or (m, b) in skipped:
                         continue
-                    row = bench(m, b, device, size=args.size, batch=args.batch_size, steps=args.steps,
-                                warmup=args.warmup, amp=amp, channels_last=use_cl)
+                    try:
+                        row = bench(m, b, device, size=args.size, batch=args.batch_size, steps=args.steps,
+                                    warmup=args.warmup, amp=amp, channels_last=use_cl)
+                    except MethodConfigError as err:  # e.g. iBOT on a conv net: not a combination
+                        print(f"{m:6s} {b:10s} skipped: {err}", flush=True)
+                        skipped.add((m, b))
+                        continue
                     rows.append(row)
                     print(f"{m:6s} {b:10s} {row['amp']:5s} cl={int(use_cl)} {row['images_per_s']:8.1f} img/s "
                           + " ".join(f"{k} {100 * v:.0f}%" for k, v in row["split"].items()), flush=True)
