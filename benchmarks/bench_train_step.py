@@ -186,7 +186,7 @@ def main() -> int:
             for amp in args.amp:
                 for cl in args.channels_last:
                     use_cl = (not vit) if cl == "auto" else (cl == "on" and not vit)
-                    if (cl != "auto" and vit and cl == "on") or (m, b) in skipped:
+                    if (vit and cl == "on") or (m, b) in skipped:
                         continue
                     try:
                         row = bench(m, b, device, size=args.size, batch=args.batch_size, steps=args.steps,
